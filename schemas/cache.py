@@ -1,0 +1,108 @@
+"""What the cache stores, how entries are keyed, and the write-back job."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+import unicodedata
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, PlainSerializer
+
+from schemas.messages import SYSTEM_ROLES, ChatRequest
+
+_SPACE = re.compile(r"\s+")
+
+
+def _from_base64(value: Any) -> Any:
+    return base64.b64decode(value, validate=True) if isinstance(value, str) else value
+
+
+# Raw float32 bytes in Python, base64 text in JSON.
+VectorBytes = Annotated[
+    bytes,
+    BeforeValidator(_from_base64),
+    PlainSerializer(lambda v: base64.b64encode(v).decode("ascii"), return_type=str, when_used="json"),
+]
+
+
+def normalize_question(text: str) -> str:
+    """The exact tier's notion of "the same question".
+
+    NFKC, case-folded, whitespace collapsed. Case folding is deliberate: the default model is
+    uncased, so case twins already share a vector; folding makes them one entry with one answer
+    (the first stored wins) instead of two entries the semantic tiers cannot tell apart.
+    """
+    return _SPACE.sub(" ", unicodedata.normalize("NFKC", text)).strip().casefold()
+
+
+def _sha(*parts: str) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part.encode("utf-8"))
+        h.update(b"\x00")
+    return h.hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """Everything besides the question that must match for a cached answer to be served."""
+
+    tenant: str
+    model: str
+    system_hash: str
+    context_hash: str
+
+    @property
+    def scope_id(self) -> str:
+        return _sha(self.tenant, self.model, self.system_hash, self.context_hash)[:32]
+
+    @classmethod
+    def of(cls, request: ChatRequest, include_history: bool = True) -> Scope:
+        system = [m.content for m in request.messages if m.role in SYSTEM_ROLES]
+        # Earlier turns change what the last question means, so they join the scope.
+        history = (
+            [f"{m.role}:{m.content}" for m in request.messages[:-1] if m.role not in SYSTEM_ROLES]
+            if include_history
+            else []
+        )
+        return cls(request.tenant, request.model, _sha(*system), _sha(*history))
+
+
+def question_hash(question: str) -> str:
+    return _sha(normalize_question(question))
+
+
+def entry_id(scope: Scope, qhash: str) -> str:
+    """Deterministic, so storing the same question twice in one scope writes one entry."""
+    return _sha(scope.scope_id, qhash)[:32]
+
+
+class CacheEntry(BaseModel):
+    """One answered question, as the write-back task receives it and the tiers store it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    entry_id: str
+    scope_id: str
+    tenant: str
+    model: str
+    system_hash: str
+    context_hash: str
+    question: str
+    question_hash: str
+    answer: str
+    # float32 bytes of the question's embedding, base64 in JSON.
+    vector: VectorBytes
+
+
+class WritebackJob(BaseModel):
+    """Store `entry` in the named tiers; running it twice stores one entry."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    entry: CacheEntry
+    redis: bool = True
+    pgvector: bool = True

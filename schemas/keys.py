@@ -1,0 +1,30 @@
+"""Every queue, task name and Redis key prefix, in one place."""
+
+# Celery queues: live chat traffic first, write-back off the reply path.
+LOOKUP_QUEUE = "lookup"
+WRITEBACK_QUEUE = "writeback"
+
+# Task names are the wire contract between producers and workers (producers send by name).
+LOOKUP_TASK = "dejavu.lookup"
+WRITEBACK_TASK = "dejavu.writeback"
+
+# Every key this project writes starts here, so one Redis can be shared with other users.
+PREFIX = "dejavu"
+# Reply lists: a producer BLPOPs `reply:<id>`; only keys under this prefix may be named in reply_to.
+REPLY_PREFIX = f"{PREFIX}:reply:"
+# Marks a request as answered (SET NX), so a task run twice publishes one reply.
+REPLIED_PREFIX = f"{PREFIX}:replied:"
+
+
+def entry_prefix(profile: str) -> str:
+    """Hash keys of cached entries for one embedding profile (vectors differ per model)."""
+    return f"{PREFIX}:{profile}:e:"
+
+
+def index_name(profile: str) -> str:
+    """RediSearch vector index over `entry_prefix(profile)`."""
+    return f"{PREFIX}:{profile}:idx"
+
+
+def reply_key(request_id: str) -> str:
+    return f"{REPLY_PREFIX}{request_id}"

@@ -1,0 +1,1 @@
+"""The dejavu-cache worker: Celery app, pipeline stages and tiers."""

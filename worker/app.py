@@ -1,0 +1,38 @@
+"""The Celery app: wiring and settings only. Run with `celery -A worker.app worker -Q lookup,writeback`."""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from schemas.keys import LOOKUP_QUEUE, LOOKUP_TASK, WRITEBACK_QUEUE, WRITEBACK_TASK
+from worker.settings import Settings, get_settings
+
+
+def make_app(settings: Settings) -> Celery:
+    app = Celery("dejavu", broker=settings.redis_url, include=["worker.tasks"])
+    app.conf.update(
+        # Replies travel on per-request Redis lists; a result backend would be a second, slower copy.
+        task_ignore_result=True,
+        # A task is acked after it ran, and handed back if its worker dies mid-way: no request is lost.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        # One message at a time per process: a long LLM call never holds hits queued behind it.
+        worker_prefetch_multiplier=1,
+        # Unacked messages return to the queue after this; it must exceed the longest task.
+        broker_transport_options={"visibility_timeout": settings.visibility_timeout_s},
+        broker_connection_retry_on_startup=True,
+        task_serializer="json",
+        accept_content=["json"],
+        task_routes={LOOKUP_TASK: {"queue": LOOKUP_QUEUE}, WRITEBACK_TASK: {"queue": WRITEBACK_QUEUE}},
+        task_default_queue=LOOKUP_QUEUE,
+        # Task events feed Flower's live view of the pool.
+        worker_send_task_events=settings.task_events,
+        task_send_sent_event=False,
+        worker_hijack_root_logger=False,
+        # A child loads the ONNX model and opens its pools before it reports up; allow for that.
+        worker_proc_alive_timeout=120,
+    )
+    return app
+
+
+app = make_app(get_settings())

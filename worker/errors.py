@@ -1,0 +1,46 @@
+"""One error root, split by what the caller can do about it."""
+
+from __future__ import annotations
+
+from schemas.messages import ErrorCode, ReplyError
+
+
+class DejavuError(Exception):
+    """Root of every error this project raises on purpose."""
+
+
+class ConfigurationError(DejavuError):
+    """Fail at start: the message says which DEJAVU_* setting to fix."""
+
+
+class TransientError(DejavuError):
+    """A server was unreachable or busy; the task is retried."""
+
+
+class ReplyableError(DejavuError):
+    """A request that cannot be answered; it becomes a typed error reply."""
+
+    code: ErrorCode = ErrorCode.INTERNAL
+    retryable: bool = False
+
+    def to_reply(self) -> ReplyError:
+        return ReplyError(code=self.code, message=str(self), retryable=self.retryable)
+
+
+class InvalidRequest(ReplyableError):
+    code = ErrorCode.INVALID_REQUEST
+
+
+class DeadlineExceeded(ReplyableError):
+    code = ErrorCode.DEADLINE
+    retryable = True
+
+
+class LLMError(ReplyableError):
+    code = ErrorCode.LLM_ERROR
+    retryable = True
+
+
+class LLMTimeout(ReplyableError):
+    code = ErrorCode.LLM_TIMEOUT
+    retryable = True

