@@ -92,6 +92,21 @@ class Client:
         self.send(request)
         return self.get_reply(request.request_id, max(0.0, request.deadline - time.time()) + REPLY_GRACE_S)
 
+    def workers(self, timeout: float = 1.0) -> list[str]:
+        """Names of the worker nodes that answer a ping now."""
+        replies = self.celery.control.ping(timeout=timeout) or []
+        return sorted(name for reply in replies for name in reply)
+
+    def wait_for_workers(self, count: int = 1, timeout: float = 120.0) -> list[str]:
+        """Block until `count` worker nodes answer (they load the model before consuming)."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            found = self.workers()
+            if len(found) >= count:
+                return found
+            time.sleep(0.5)
+        raise ReplyTimeout(f"fewer than {count} worker(s) answered a ping within {timeout:.0f}s")
+
     def close(self) -> None:
         self.redis.close()
         self.celery.close()

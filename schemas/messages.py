@@ -9,13 +9,13 @@ from __future__ import annotations
 import time
 import uuid
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from schemas.keys import REPLY_PREFIX
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Final = 1
 DEFAULT_MAX_QUESTION_BYTES = 8 * 1024
 # Validation context keys: the size limit is configuration, and the worker must accept an expired
 # request in order to answer it with a `deadline` error instead of rejecting it as malformed.

@@ -5,7 +5,10 @@ from __future__ import annotations
 from celery import Celery
 
 from schemas.keys import LOOKUP_QUEUE, LOOKUP_TASK, WRITEBACK_QUEUE, WRITEBACK_TASK
+from worker import broker
 from worker.settings import Settings, get_settings
+
+broker.install()
 
 
 def make_app(settings: Settings) -> Celery:

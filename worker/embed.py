@@ -50,7 +50,8 @@ class Embedder:
             )
 
     def embed_one(self, text: str) -> Vectors:
-        return self._run([text])[0]
+        vector: Vectors = self._run([text])[0]
+        return vector
 
     def embed(self, texts: Sequence[str]) -> Vectors:
         """Embed many texts, in length-sorted batches, returned in input order."""
@@ -75,4 +76,5 @@ class Embedder:
             weights = mask[:, :, None].astype(np.float32)
             pooled = (hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9)
         norms = np.linalg.norm(pooled, axis=1, keepdims=True)
-        return (pooled / np.maximum(norms, 1e-12)).astype(np.float32)
+        unit: Vectors = (pooled / np.maximum(norms, 1e-12)).astype(np.float32)
+        return unit

@@ -58,7 +58,7 @@ class LLMClient:
                 delay = None
             except (aiohttp.ClientError, ValueError) as exc:
                 if last:
-                    raise LLMError(f"could not talk to the LLM at {self.url}: {exc!r}") from exc
+                    raise LLMError(f"no usable answer from the LLM at {self.url}: {exc}") from exc
                 delay = None
             pause = delay if delay is not None else self.backoff_s * 2**attempt * random.uniform(0.5, 1.5)
             log.warning("LLM call failed (attempt %d), retrying in %.2fs", attempt + 1, pause)
@@ -67,12 +67,13 @@ class LLMClient:
 
 
 def _answer_of(data: Any) -> str:
+    # ValueError: a malformed body is retried like a 5xx (a gateway may have garbled one reply).
     try:
         content = data["choices"][0]["message"]["content"]
     except (KeyError, IndexError, TypeError) as exc:
-        raise LLMError(f"the LLM's reply is not a chat completion: {str(data)[:200]}") from exc
+        raise ValueError(f"the reply is not a chat completion: {str(data)[:200]}") from exc
     if not isinstance(content, str) or not content.strip():
-        raise LLMError("the LLM's reply has no text content")
+        raise ValueError("the reply has no text content")
     return content
 
 

