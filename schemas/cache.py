@@ -98,6 +98,16 @@ class CacheEntry(BaseModel):
     vector: VectorBytes
 
 
+class MissJob(BaseModel):
+    """A request every tier missed, handed to the LLM queue with what the lookup already computed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    request: ChatRequest
+    vector: VectorBytes
+    timings_ms: dict[str, float]
+
+
 class WritebackJob(BaseModel):
     """Store `entry` in the named tiers; running it twice stores one entry."""
 

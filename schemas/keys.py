@@ -2,10 +2,14 @@
 
 # Celery queues: live chat traffic first, write-back off the reply path.
 LOOKUP_QUEUE = "lookup"
+# Full misses wait seconds on the LLM: they go to their own queue and an I/O pool (threads), so the
+# CPU-bound lookup processes never sit idle behind an LLM call.
+LLM_QUEUE = "llm"
 WRITEBACK_QUEUE = "writeback"
 
 # Task names are the wire contract between producers and workers (producers send by name).
 LOOKUP_TASK = "dejavu.lookup"
+COMPLETE_TASK = "dejavu.complete"
 WRITEBACK_TASK = "dejavu.writeback"
 
 # Every key this project writes starts here, so one Redis can be shared with other users.

@@ -34,14 +34,15 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     )
     s.start()
     saved = dict(os.environ)
+    # Workers inherit these (start_worker passes os.environ on).
     os.environ.update({**s.env(), **WORKER_ENV})
     get_settings.cache_clear()
     try:
         s.flower_port = free_port()  # type: ignore[attr-defined]
-        s.start_worker("worker1", concurrency=2, env=WORKER_ENV)
+        s.start_workers(nodes=1, concurrency=2, llm_threads=8)
         s.start_flower(s.flower_port)  # type: ignore[attr-defined]
         client = Client(Settings())
-        client.wait_for_workers(1)
+        client.wait_for_workers(2)
         client.close()
         yield s
     finally:

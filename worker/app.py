@@ -1,10 +1,15 @@
-"""The Celery app: wiring and settings only. Run with `celery -A worker.app worker -Q lookup,writeback`."""
+"""The Celery app: wiring and settings only.
+
+Two kinds of worker node (docs/operations.md):
+    celery -A worker.app worker -Q lookup -c <cores>                    # CPU: embed + KNN, prefork
+    celery -A worker.app worker -Q llm,writeback -P threads -c 32        # I/O: LLM calls, write-back
+"""
 
 from __future__ import annotations
 
 from celery import Celery
 
-from schemas.keys import LOOKUP_QUEUE, LOOKUP_TASK, WRITEBACK_QUEUE, WRITEBACK_TASK
+from schemas.keys import COMPLETE_TASK, LLM_QUEUE, LOOKUP_QUEUE, LOOKUP_TASK, WRITEBACK_QUEUE, WRITEBACK_TASK
 from worker import broker
 from worker.settings import Settings, get_settings
 
@@ -26,7 +31,11 @@ def make_app(settings: Settings) -> Celery:
         broker_connection_retry_on_startup=True,
         task_serializer="json",
         accept_content=["json"],
-        task_routes={LOOKUP_TASK: {"queue": LOOKUP_QUEUE}, WRITEBACK_TASK: {"queue": WRITEBACK_QUEUE}},
+        task_routes={
+            LOOKUP_TASK: {"queue": LOOKUP_QUEUE},
+            COMPLETE_TASK: {"queue": LLM_QUEUE},
+            WRITEBACK_TASK: {"queue": WRITEBACK_QUEUE},
+        },
         task_default_queue=LOOKUP_QUEUE,
         # Task events feed Flower's live view of the pool.
         worker_send_task_events=settings.task_events,

@@ -1,9 +1,12 @@
 """The request path, in the order it runs. Read this file first.
 
-    intake -> deadline -> exact -> embed -> redis KNN -> pgvector KNN -> LLM -> reply -> write-back
+    lookup queue:  intake -> deadline -> exact -> embed -> redis KNN -> pgvector KNN -> reply
+    llm queue:     (every tier missed) LLM -> reply
+    writeback:     store new answers in every tier; promote pgvector hits into Redis
 
-Each stage returns early on a hit. The reply is published before any write-back is scheduled, so
-storing new answers never delays the caller.
+Each stage returns early on a hit. A full miss is handed to the `llm` queue, so the CPU-bound lookup
+processes never wait on the LLM. The reply is published before any write-back is scheduled, so
+storing answers never delays the caller.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import ValidationError
 
-from schemas.cache import CacheEntry, Scope, WritebackJob, entry_id, question_hash
+from schemas.cache import CacheEntry, MissJob, Scope, WritebackJob, entry_id, question_hash
 from schemas.keys import REPLY_PREFIX
 from schemas.messages import (
     CTX_ALLOW_EXPIRED,
@@ -36,6 +39,14 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
+class Outcome:
+    """What the task adapter schedules after a lookup: a write-back, or the LLM call for a miss."""
+
+    writeback: WritebackJob | None = None
+    miss: MissJob | None = None
+
+
+@dataclass
 class Stopwatch:
     start: float = field(default_factory=time.perf_counter)
     last: float = 0.0
@@ -51,26 +62,26 @@ class Stopwatch:
         return self.laps
 
 
-async def handle(raw: str, rt: Runtime) -> WritebackJob | None:
-    """Answer one raw lookup message: publish exactly one reply, return the write-back to schedule."""
+async def handle(raw: str, rt: Runtime) -> Outcome:
+    """Look up one raw request: publish its reply on a hit or an error, or hand it on as a miss."""
     # 1. intake: a message that does not validate gets an error reply if it names a reply_to.
     try:
-        request = ChatRequest.model_validate_json(
-            raw,
-            context={CTX_MAX_QUESTION_BYTES: rt.settings.max_question_bytes, CTX_ALLOW_EXPIRED: True},
-        )
+        request = ChatRequest.model_validate_json(raw, context=_context(rt))
     except ValidationError as exc:
         await _reject(raw, exc, rt)
-        return None
+        return Outcome()
     try:
-        reply, job = await answer(request, rt)
+        result = await lookup(request, rt)
     except ReplyableError as exc:
-        reply, job = ChatReply(request_id=request.request_id, error=exc.to_reply()), None
+        result = ChatReply(request_id=request.request_id, error=exc.to_reply()), None
+    if isinstance(result, MissJob):
+        return Outcome(miss=result)
+    reply, job = result
     await rt.replies.publish(request.reply_to, reply)
-    return job
+    return Outcome(writeback=job)
 
 
-async def answer(request: ChatRequest, rt: Runtime) -> tuple[ChatReply, WritebackJob | None]:
+async def lookup(request: ChatRequest, rt: Runtime) -> tuple[ChatReply, WritebackJob | None] | MissJob:
     clock = Stopwatch()
     clock.laps["queue_wait"] = round(max(0.0, time.time() - request.enqueued_at) * 1000, 3)
     # 2. deadline: nobody waits for an answer past it, so spend nothing on it.
@@ -108,11 +119,35 @@ async def answer(request: ChatRequest, rt: Runtime) -> tuple[ChatReply, Writebac
         )
         return _served(request, hit, Tier.PGVECTOR, clock), promote
 
-    # 7. the LLM, only when every tier missed; its answer is stored in every tier.
-    text = await rt.llm.complete(request.model, request.messages, request.deadline)
-    clock.lap("llm")
-    reply = ChatReply(request_id=request.request_id, answer=text, tier=Tier.LLM, entry_id=eid, timings_ms=clock.done())
-    return reply, WritebackJob(entry=_entry(scope, eid, request.question, qhash, text, vector))
+    # Every tier missed: the LLM queue takes it from here, with the vector already computed.
+    return MissJob(request=request, vector=vector.astype(np.float32).tobytes(), timings_ms=clock.laps)
+
+
+async def complete(raw: str, rt: Runtime) -> WritebackJob | None:
+    """7. the LLM, only when every tier missed; publish its answer and store it in every tier."""
+    job = MissJob.model_validate_json(raw, context=_context(rt))
+    request, start = job.request, time.perf_counter()
+    try:
+        if request.expired():
+            raise DeadlineExceeded("the request's deadline passed while it waited for the LLM queue")
+        text = await rt.llm.complete(request.model, request.messages, request.deadline)
+    except ReplyableError as exc:
+        await rt.replies.publish(request.reply_to, ChatReply(request_id=request.request_id, error=exc.to_reply()))
+        return None
+    timings = {**job.timings_ms, "llm": round((time.perf_counter() - start) * 1000, 3)}
+    timings["total"] = round(sum(v for k, v in timings.items() if k != "queue_wait"), 3)
+    scope = Scope.of(request, rt.settings.scope_includes_history)
+    qhash = question_hash(request.question)
+    eid = entry_id(scope, qhash)
+    reply = ChatReply(request_id=request.request_id, answer=text, tier=Tier.LLM, entry_id=eid, timings_ms=timings)
+    await rt.replies.publish(request.reply_to, reply)
+    vector = np.frombuffer(job.vector, dtype=np.float32)
+    return WritebackJob(entry=_entry(scope, eid, request.question, qhash, text, vector))
+
+
+def _context(rt: Runtime) -> dict[str, object]:
+    # Workers accept expired requests so that they can answer them with a `deadline` error.
+    return {CTX_MAX_QUESTION_BYTES: rt.settings.max_question_bytes, CTX_ALLOW_EXPIRED: True}
 
 
 def _accept(hit: Candidate | None, threshold: float) -> bool:

@@ -1,14 +1,18 @@
 """Per-process resources: one event loop, Redis and Postgres pools, an HTTP session, the embedder.
 
-Opened once per worker process (after fork) and reused by every task that process runs.
+Opened once per worker process and reused by every task it runs. The event loop runs in a thread of
+its own, so the same runtime serves a prefork child (one task at a time) and a threads pool (many
+LLM calls in flight on one loop and one set of pools). The embedder is loaded only where lookups
+run; LLM and write-back nodes never pay for it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import aiohttp
@@ -51,7 +55,6 @@ class Runtime:
     settings: Settings
     profile: EmbedProfile
     loop: asyncio.AbstractEventLoop
-    embedder: Embedder
     redis: aioredis.Redis
     pg_pool: asyncpg.Pool
     http: aiohttp.ClientSession
@@ -59,20 +62,18 @@ class Runtime:
     pg_tier: PgTier
     llm: LLMClient
     replies: ReplyPublisher
+    _embedder: Embedder | None = None
+    _embedder_lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
     def open(cls, settings: Settings) -> Runtime:
-        profile = settings.profile()
-        embedder = Embedder(profile, settings.model_cache_dir, settings.embed_threads)
-        embedder.warm_up()
         loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(loop)
-        return loop.run_until_complete(cls._open(settings, profile, loop, embedder))
+        threading.Thread(target=loop.run_forever, name="dejavu-loop", daemon=True).start()
+        return asyncio.run_coroutine_threadsafe(cls._open(settings, loop), loop).result()
 
     @classmethod
-    async def _open(
-        cls, settings: Settings, profile: EmbedProfile, loop: asyncio.AbstractEventLoop, embedder: Embedder
-    ) -> Runtime:
+    async def _open(cls, settings: Settings, loop: asyncio.AbstractEventLoop) -> Runtime:
+        profile = settings.profile()
         redis = redis_client(settings.redis_url)
         redis_tier = RedisTier(redis, profile.name, profile.dim, settings.redis_ttl_s, settings.redis_ef_runtime)
         await redis_tier.ensure_index()
@@ -87,10 +88,7 @@ class Runtime:
             max_size=settings.pg_pool_size,
             init=_init_pg_connection,
             # Iterative scans keep filtered HNSW queries from coming back empty in small scopes.
-            server_settings={
-                "hnsw.ef_search": str(settings.pg_ef_search),
-                "hnsw.iterative_scan": "strict_order",
-            },
+            server_settings={"hnsw.ef_search": str(settings.pg_ef_search), "hnsw.iterative_scan": "strict_order"},
         )
         http = aiohttp.ClientSession()
         llm = LLMClient(
@@ -105,7 +103,6 @@ class Runtime:
             settings=settings,
             profile=profile,
             loop=loop,
-            embedder=embedder,
             redis=redis,
             pg_pool=pg_pool,
             http=http,
@@ -115,8 +112,20 @@ class Runtime:
             replies=ReplyPublisher(redis, settings.reply_ttl_s),
         )
 
+    @property
+    def embedder(self) -> Embedder:
+        """The ONNX session, loaded and warmed on first use (at process start on lookup nodes)."""
+        if self._embedder is None:
+            with self._embedder_lock:
+                if self._embedder is None:
+                    embedder = Embedder(self.profile, self.settings.model_cache_dir, self.settings.embed_threads)
+                    embedder.warm_up()
+                    self._embedder = embedder
+        return self._embedder
+
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        return self.loop.run_until_complete(coro)
+        """Run a coroutine on this process's loop and wait for it (called from task threads)."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
 
     def close(self) -> None:
         async def _close() -> None:
@@ -125,18 +134,21 @@ class Runtime:
             await self.redis.aclose()
 
         self.run(_close())
-        self.loop.close()
+        self.loop.call_soon_threadsafe(self.loop.stop)
 
 
 _current: Runtime | None = None
+_lock = threading.Lock()
 
 
 def current(settings: Settings) -> Runtime:
-    """This process's runtime, opened on first use (prefork opens it eagerly after fork)."""
+    """This process's runtime, opened on first use."""
     global _current
     if _current is None:
-        _current = Runtime.open(settings)
-        log.info("runtime ready: profile %s, dim %d", _current.profile.name, _current.profile.dim)
+        with _lock:
+            if _current is None:
+                _current = Runtime.open(settings)
+                log.info("runtime ready: profile %s, dim %d", _current.profile.name, _current.profile.dim)
     return _current
 
 

@@ -12,7 +12,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from schemas.cache import WritebackJob
-from schemas.keys import LOOKUP_TASK, WRITEBACK_QUEUE, WRITEBACK_TASK
+from schemas.keys import COMPLETE_TASK, LLM_QUEUE, LOOKUP_TASK, WRITEBACK_QUEUE, WRITEBACK_TASK
 from worker import pipeline, runtime, writeback
 from worker.app import app
 from worker.errors import TransientError
@@ -22,6 +22,13 @@ from worker.settings import get_settings
 log = logging.getLogger(__name__)
 # The tokenizer's own thread pool would fight onnxruntime for the same cores.
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Redis restarting mid-request: try again shortly; the reply is published at most once anyway.
+REDIS_RETRY: dict[str, Any] = {
+    "autoretry_for": (RedisConnectionError, RedisTimeoutError),
+    "retry_backoff": 0.2,
+    "retry_backoff_max": 2,
+    "max_retries": 20,
+}
 
 
 @worker_init.connect
@@ -34,8 +41,9 @@ def _prepare_model(**_: Any) -> None:
 
 @worker_process_init.connect
 def _open_runtime(**_: Any) -> None:
-    # After fork: the loop, pools and ONNX session belong to this process alone; warm it before traffic.
-    runtime.current(get_settings())
+    # Prefork children serve lookups: open pools and warm the model before the first request.
+    # (The threads pool of LLM/write-back nodes sends no such signal and never loads the model.)
+    assert runtime.current(get_settings()).embedder is not None
 
 
 @worker_process_shutdown.connect
@@ -43,31 +51,32 @@ def _close_runtime(**_: Any) -> None:
     runtime.shutdown()
 
 
-@app.task(
-    name=LOOKUP_TASK,
-    bind=True,
-    # Redis restarting mid-request: try again shortly; the reply is published at most once anyway.
-    autoretry_for=(RedisConnectionError, RedisTimeoutError),
-    retry_backoff=0.2,
-    retry_backoff_max=2,
-    max_retries=20,
-)
-def lookup(self: Task, payload: str) -> None:
+@app.task(name=LOOKUP_TASK, **REDIS_RETRY)
+def lookup(payload: str) -> None:
     rt = runtime.current(get_settings())
-    job = rt.run(pipeline.handle(payload, rt))
+    outcome = rt.run(pipeline.handle(payload, rt))
+    if outcome.miss is not None:
+        complete.apply_async(args=[outcome.miss.model_dump_json()], queue=LLM_QUEUE)
+    if outcome.writeback is not None:
+        writeback_task.apply_async(args=[outcome.writeback.model_dump_json()], queue=WRITEBACK_QUEUE)
+
+
+@app.task(name=COMPLETE_TASK, **REDIS_RETRY)
+def complete(payload: str) -> None:
+    rt = runtime.current(get_settings())
+    job = rt.run(pipeline.complete(payload, rt))
     if job is not None:
         writeback_task.apply_async(args=[job.model_dump_json()], queue=WRITEBACK_QUEUE)
 
 
 @app.task(
     name=WRITEBACK_TASK,
-    bind=True,
     autoretry_for=(TransientError,),
     retry_backoff=1,
     retry_backoff_max=60,
     # A down Postgres is waited for, not given up on: write-backs are retried until it is back.
     max_retries=None,
 )
-def writeback_task(self: Task, payload: str) -> dict[str, bool]:
+def writeback_task(payload: str) -> dict[str, bool]:
     rt = runtime.current(get_settings())
     return rt.run(writeback.store(WritebackJob.model_validate_json(payload), rt))

@@ -216,7 +216,7 @@ def test_flower_api_lists_the_worker(stack: LocalStack) -> None:
 
     def listed() -> bool:
         with urllib.request.urlopen(request, timeout=10) as resp:
-            return any(name.startswith("worker1@") for name in json.load(resp))
+            return any(name.startswith("lookup1@") for name in json.load(resp))
 
     wait_until(listed, timeout=30)
     # Without the password, Flower refuses.

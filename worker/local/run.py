@@ -43,7 +43,7 @@ def demo(client: Client) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=Path(".var/local"))
-    parser.add_argument("--workers", type=int, default=1, help="worker nodes (as on separate machines)")
+    parser.add_argument("--workers", type=int, default=1, help="lookup worker nodes (as on separate machines)")
     parser.add_argument("--concurrency", type=int, default=os.cpu_count() or 2, help="processes per node")
     parser.add_argument("--flower-port", type=int, default=5555)
     parser.add_argument("--llm-delay-ms", type=float, default=800.0)
@@ -62,11 +62,10 @@ def main() -> None:
         print(f"starting Redis :{stack.redis_port}, Postgres :{stack.pg_port}, stand-in LLM :{stack.llm_port} ...")
         stack.start()
         os.environ.update(stack.env())
-        for n in range(1, args.workers + 1):
-            stack.start_worker(f"worker{n}", concurrency=args.concurrency)
+        nodes = stack.start_workers(args.workers, args.concurrency)
         stack.start_flower(args.flower_port)
         client = Client(Settings())
-        names = client.wait_for_workers(args.workers)
+        names = client.wait_for_workers(len(nodes))
         print(f"workers up: {', '.join(names)}")
         demo(client)
         print(f"\nFlower: http://127.0.0.1:{args.flower_port}  (user dejavu, password in {stack.root}/secrets.env)")

@@ -201,18 +201,20 @@ class LocalStack:
         ])  # fmt: skip
         _wait_for_port(self.llm_port, self.procs["standin-llm"], "stand-in LLM", self.root / "standin-llm.log")
 
-    def start_worker(
-        self,
-        name: str = "worker1",
-        concurrency: int = 2,
-        queues: str = "lookup,writeback",
-        env: dict[str, str] | None = None,
-    ) -> None:
-        """A Celery worker node (prefork pool), as `celery -A worker.app worker` would run on another machine."""
+    def start_worker(self, name: str, queues: str, pool: str = "prefork", concurrency: int = 2) -> None:
+        """A Celery worker node, as `celery -A worker.app worker` would run on another machine."""
         self.spawn(name, [
-            sys.executable, "-m", "celery", "-A", "worker.app", "worker", "-Q", queues, "-c", str(concurrency),
-            "-n", f"{name}@%h", "--loglevel", "INFO", "--without-mingle", "--without-gossip",
-        ], env={**os.environ, **self.env(), **(env or {})})  # fmt: skip
+            sys.executable, "-m", "celery", "-A", "worker.app", "worker", "-Q", queues, "-P", pool,
+            "-c", str(concurrency), "-n", f"{name}@%h", "--loglevel", "INFO", "--without-mingle", "--without-gossip",
+        ], env={**os.environ, **self.env()})  # fmt: skip
+
+    def start_workers(self, nodes: int = 1, concurrency: int = 2, llm_threads: int = 32) -> list[str]:
+        """`nodes` lookup nodes (prefork, CPU) and one LLM/write-back node (threads, I/O); returns node names."""
+        names = [f"lookup{n}" for n in range(1, nodes + 1)]
+        for name in names:
+            self.start_worker(name, "lookup", "prefork", concurrency)
+        self.start_worker("io1", "llm,writeback", "threads", llm_threads)
+        return [*names, "io1"]
 
     def start_flower(self, port: int) -> None:
         """Flower on loopback, behind basic auth with the stack's password (user `dejavu`)."""
