@@ -6,7 +6,6 @@ import logging
 import os
 from typing import Any
 
-from celery import Task
 from celery.signals import worker_init, worker_process_init, worker_process_shutdown
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
