@@ -31,6 +31,7 @@ from schemas.messages import (
     ReplyError,
     Tier,
 )
+from worker import guards
 from worker.errors import DeadlineExceeded, ReplyableError
 from worker.runtime import Runtime
 from worker.tiers import Candidate
@@ -104,14 +105,14 @@ async def lookup(request: ChatRequest, rt: Runtime) -> tuple[ChatReply, Writebac
     # 5. Redis KNN in this scope.
     hit = await rt.redis_tier.lookup_similar(scope.scope_id, vector)
     clock.lap("redis")
-    if _accept(hit, rt.profile.threshold_redis):
+    if _accept(request.question, hit, rt.profile.threshold_redis, rt.settings.guards):
         assert hit is not None
         return _served(request, hit, Tier.REDIS, clock), None
 
     # 6. pgvector KNN; a hit is promoted into Redis so the next ask is served there.
     hit = await _pg_lookup(rt, scope.scope_id, vector)
     clock.lap("pgvector")
-    if _accept(hit, rt.profile.threshold_pgvector):
+    if _accept(request.question, hit, rt.profile.threshold_pgvector, rt.settings.guards):
         assert hit is not None and hit.vector is not None
         promote = WritebackJob(
             entry=_entry(scope, hit.entry_id, hit.question, question_hash(hit.question), hit.answer, hit.vector),
@@ -150,8 +151,16 @@ def _context(rt: Runtime) -> dict[str, object]:
     return {CTX_MAX_QUESTION_BYTES: rt.settings.max_question_bytes, CTX_ALLOW_EXPIRED: True}
 
 
-def _accept(hit: Candidate | None, threshold: float) -> bool:
-    return hit is not None and hit.similarity >= threshold
+def _accept(question: str, hit: Candidate | None, threshold: float, use_guards: bool) -> bool:
+    """A neighbour is served only above the threshold and when no guard says it asks something else."""
+    if hit is None or hit.similarity < threshold:
+        return False
+    if use_guards and hit.similarity < 1.0:
+        verdict = guards.check(question, hit.question)
+        if not verdict.ok:
+            log.info("guard refused entry %s (%s, similarity %.3f)", hit.entry_id, verdict.reason, hit.similarity)
+            return False
+    return True
 
 
 async def _pg_lookup(rt: Runtime, scope_id: str, vector: npt.NDArray[np.float32]) -> Candidate | None:

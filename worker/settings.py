@@ -95,6 +95,8 @@ class Settings(BaseSettings):
     default_timeout_s: float = 30.0
     # Earlier turns of a conversation join the cache scope (off: only system prompt + question).
     scope_includes_history: bool = True
+    # Refuse neighbours above the threshold that differ in negation, numbers, question kind or names.
+    guards: bool = True
 
     # --- cache tiers ---
     redis_ttl_s: int = 24 * 3600
@@ -114,6 +116,11 @@ class Settings(BaseSettings):
     model_cache_dir: Path = Path.home() / ".cache" / "dejavu-cache"
     threshold_redis: float | None = None
     threshold_pgvector: float | None = None
+
+    # --- HTTP gateway (producer.gateway) ---
+    # API key -> tenant, as JSON in DEJAVU_GATEWAY_API_KEYS; the tenant always comes from the key.
+    gateway_api_keys: dict[str, str] = Field(default_factory=dict)
+    gateway_max_body_bytes: int = 1024 * 1024
 
     # --- Celery ---
     # Longer than the longest task; a task not acked by then is handed to another worker.
