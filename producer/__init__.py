@@ -1,5 +1,7 @@
 """What other services call: enqueue chat requests and read their replies."""
 
-from producer.client import Client, ReplyTimeout
+from producer.aclient import AsyncClient
+from producer.base import ReplyTimeout
+from producer.client import Client
 
-__all__ = ["Client", "ReplyTimeout"]
+__all__ = ["AsyncClient", "Client", "ReplyTimeout"]

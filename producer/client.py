@@ -7,22 +7,27 @@ Safe to share across threads: Celery's producer pool and redis-py's connection p
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Sequence
+from typing import Any, cast
 
 import redis
-from celery import Celery
 
-from schemas.keys import LOOKUP_QUEUE, LOOKUP_TASK, reply_key
-from schemas.messages import CTX_MAX_QUESTION_BYTES, ChatMessage, ChatReply, ChatRequest
+from producer.base import (
+    PING_TIMEOUT_S,
+    REPLY_GRACE_S,
+    MessageInput,
+    ReplyTimeout,
+    build_request,
+    make_celery,
+    ping,
+    reply_wait_s,
+    send_lookup,
+)
+from schemas.keys import LOOKUP_QUEUE, reply_key
+from schemas.messages import ChatReply, ChatRequest
 from worker.settings import Settings, get_settings
 
-# A worker that takes a request right at its deadline still needs a moment to publish the error.
-REPLY_GRACE_S = 2.0
-
-
-class ReplyTimeout(TimeoutError):
-    """No reply in time; the message says what the queue looked like, to tell "slow" from "no worker"."""
+__all__ = ["REPLY_GRACE_S", "Client", "ReplyTimeout"]
 
 
 class Client:
@@ -32,80 +37,80 @@ class Client:
         self.redis = redis.Redis.from_url(
             self.settings.redis_url, protocol=2, socket_timeout=None, socket_connect_timeout=5
         )
-        self.celery = Celery("dejavu-producer", broker=self.settings.redis_url)
-        self.celery.conf.update(
-            broker_transport_options={"visibility_timeout": self.settings.visibility_timeout_s},
-            broker_connection_retry_on_startup=True,
-        )
+        self.celery = make_celery(self.settings)
 
     def request(
         self,
         question: str | None = None,
         *,
-        messages: Sequence[ChatMessage | dict[str, str]] | None = None,
+        messages: Sequence[MessageInput] | None = None,
         tenant: str = "default",
         model: str | None = None,
         system: str | None = None,
         timeout: float | None = None,
+        deadline: float | None = None,
         request_id: str | None = None,
     ) -> ChatRequest:
         """Build and validate a request; bad input raises pydantic's ValidationError here, not in a worker."""
-        if (question is None) == (messages is None):
-            raise ValueError("pass either question or messages")
-        msgs: list[ChatMessage | dict[str, str]] = (
-            list(messages) if messages is not None else [{"role": "user", "content": question or ""}]
-        )
-        if system is not None:
-            msgs.insert(0, {"role": "system", "content": system})
-        fields: dict[str, object] = {
-            "messages": msgs,
-            "tenant": tenant,
-            "model": model or self.settings.llm_model,
-            "deadline": time.time() + (timeout or self.settings.default_timeout_s),
-        }
-        fields["request_id"] = request_id or uuid.uuid4().hex
-        fields["reply_to"] = reply_key(str(fields["request_id"]))
-        return ChatRequest.model_validate(fields, context={CTX_MAX_QUESTION_BYTES: self.settings.max_question_bytes})
+        return build_request(
+            self.settings, question, messages=messages, tenant=tenant, model=model, system=system,
+            timeout=timeout, deadline=deadline, request_id=request_id,
+        )  # fmt: skip
 
     def send(self, request: ChatRequest) -> str:
         """Enqueue a validated request; returns its id."""
-        self.celery.send_task(LOOKUP_TASK, args=[request.model_dump_json()], queue=LOOKUP_QUEUE)
-        return request.request_id
+        return send_lookup(self.celery, request)
 
-    def submit(self, question: str | None = None, **kwargs: object) -> str:
+    def submit(self, question: str | None = None, **kwargs: Any) -> str:
         """Fire and forget: enqueue and return the request id; read the reply later with `get_reply`."""
-        return self.send(self.request(question, **kwargs))  # type: ignore[arg-type]
+        return self.send(self.request(question, **kwargs))
 
     def get_reply(self, request_id: str, timeout: float) -> ChatReply:
-        popped = self.redis.blpop([reply_key(request_id)], timeout=timeout)
-        if popped is None:
-            depth = self.redis.llen(LOOKUP_QUEUE)
-            raise ReplyTimeout(
-                f"no reply to request {request_id} within {timeout:.1f}s; the lookup queue holds "
-                f"{depth} message(s) — if that does not go down, no worker is consuming it"
-            )
-        return ChatReply.model_validate_json(popped[1])
+        """The reply to a sent request; ReplyTimeout if none arrives within `timeout` seconds."""
+        key = reply_key(request_id)
+        # BLPOP's timeout 0 means "forever": a non-positive timeout is a single non-blocking look.
+        if timeout <= 0:
+            raw = cast("bytes | None", self.redis.lpop(key))
+        else:
+            popped = cast("tuple[bytes, bytes] | None", self.redis.blpop([key], timeout=timeout))
+            raw = None if popped is None else popped[1]
+        if raw is None:
+            raise self._timed_out(request_id, timeout)
+        return ChatReply.model_validate_json(raw)
 
-    def ask(self, question: str | None = None, **kwargs: object) -> ChatReply:
+    def ask(self, question: str | None = None, **kwargs: Any) -> ChatReply:
         """Enqueue and wait for the reply (or its typed error)."""
-        request = self.request(question, **kwargs)  # type: ignore[arg-type]
+        request = self.request(question, **kwargs)
         self.send(request)
-        return self.get_reply(request.request_id, max(0.0, request.deadline - time.time()) + REPLY_GRACE_S)
+        return self.get_reply(request.request_id, reply_wait_s(request))
 
     def workers(self, timeout: float = 1.0) -> list[str]:
         """Names of the worker nodes that answer a ping now."""
-        replies = self.celery.control.ping(timeout=timeout) or []
-        return sorted(name for reply in replies for name in reply)
+        return ping(self.celery, timeout)
 
     def wait_for_workers(self, count: int = 1, timeout: float = 120.0) -> list[str]:
         """Block until `count` worker nodes answer (they load the model before consuming)."""
         end = time.monotonic() + timeout
+        found: list[str] = []
         while time.monotonic() < end:
             found = self.workers()
             if len(found) >= count:
                 return found
             time.sleep(0.5)
-        raise ReplyTimeout(f"fewer than {count} worker(s) answered a ping within {timeout:.0f}s")
+        raise TimeoutError(f"fewer than {count} worker(s) answered a ping within {timeout:.0f}s (found {found})")
+
+    def _timed_out(self, request_id: str, timeout: float) -> ReplyTimeout:
+        depth: int | None
+        workers: list[str] | None
+        try:
+            depth = int(self.redis.llen(LOOKUP_QUEUE))
+        except redis.RedisError:
+            depth = None
+        try:
+            workers = self.workers(PING_TIMEOUT_S)
+        except Exception:  # the diagnosis must not hide the timeout it explains
+            workers = None
+        return ReplyTimeout(request_id, timeout, depth, workers)
 
     def close(self) -> None:
         self.redis.close()

@@ -1,0 +1,119 @@
+"""The async twin of `producer.client.Client`, for event loops (the HTTP gateway, async services).
+
+Replies are awaited with BLPOP on `redis.asyncio`, so waiting never blocks the loop. Celery's
+`send_task` is synchronous; it runs in a worker thread so a slow broker cannot stall the loop.
+One instance per process is meant to be shared by every task: both pools are safe for that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Any, cast
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from producer.base import (
+    PING_TIMEOUT_S,
+    MessageInput,
+    ReplyTimeout,
+    build_request,
+    make_celery,
+    ping,
+    reply_wait_s,
+    send_lookup,
+)
+from schemas.keys import LOOKUP_QUEUE, reply_key
+from schemas.messages import ChatReply, ChatRequest
+from worker.settings import Settings, get_settings
+
+
+class AsyncClient:
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or get_settings()
+        # No read timeout: BLPOP's own timeout bounds each wait.
+        self.redis = aioredis.Redis.from_url(
+            self.settings.redis_url, protocol=2, socket_timeout=None, socket_connect_timeout=5
+        )
+        self.celery = make_celery(self.settings)
+
+    def request(
+        self,
+        question: str | None = None,
+        *,
+        messages: Sequence[MessageInput] | None = None,
+        tenant: str = "default",
+        model: str | None = None,
+        system: str | None = None,
+        timeout: float | None = None,
+        deadline: float | None = None,
+        request_id: str | None = None,
+    ) -> ChatRequest:
+        """Build and validate a request (no I/O); bad input raises pydantic's ValidationError."""
+        return build_request(
+            self.settings, question, messages=messages, tenant=tenant, model=model, system=system,
+            timeout=timeout, deadline=deadline, request_id=request_id,
+        )  # fmt: skip
+
+    async def send(self, request: ChatRequest) -> str:
+        """Enqueue a validated request; returns its id."""
+        return await asyncio.to_thread(send_lookup, self.celery, request)
+
+    async def submit(self, question: str | None = None, **kwargs: Any) -> str:
+        """Fire and forget: enqueue and return the request id; read the reply later with `get_reply`."""
+        return await self.send(self.request(question, **kwargs))
+
+    # The timeout is BLPOP's own, enforced by Redis, not a cancel scope: hence noqa ASYNC109 here and below.
+    async def get_reply(self, request_id: str, timeout: float) -> ChatReply:  # noqa: ASYNC109
+        """The reply to a sent request; ReplyTimeout if none arrives within `timeout` seconds."""
+        key = reply_key(request_id)
+        # BLPOP's timeout 0 means "forever": a non-positive timeout is a single non-blocking look.
+        if timeout <= 0:
+            raw = cast("bytes | None", await self.redis.lpop(key))
+        else:
+            popped = cast("tuple[bytes, bytes] | None", await self.redis.blpop([key], timeout=timeout))
+            raw = None if popped is None else popped[1]
+        if raw is None:
+            raise await self._timed_out(request_id, timeout)
+        return ChatReply.model_validate_json(raw)
+
+    async def ask(self, question: str | None = None, **kwargs: Any) -> ChatReply:
+        """Enqueue and wait for the reply (or its typed error)."""
+        request = self.request(question, **kwargs)
+        return await self.ask_request(request)
+
+    async def ask_request(self, request: ChatRequest) -> ChatReply:
+        """Send an already built request and wait for its reply."""
+        await self.send(request)
+        return await self.get_reply(request.request_id, reply_wait_s(request))
+
+    async def workers(self, timeout: float = 1.0, limit: int | None = None) -> list[str]:  # noqa: ASYNC109
+        """Names of the worker nodes that answer a ping now; with `limit`, stop waiting once that many answered."""
+        return await asyncio.to_thread(ping, self.celery, timeout, limit)
+
+    async def _timed_out(self, request_id: str, timeout: float) -> ReplyTimeout:  # noqa: ASYNC109
+        depth: int | None
+        workers: list[str] | None
+        try:
+            depth = int(await self.redis.llen(LOOKUP_QUEUE))
+        except RedisError:
+            depth = None
+        try:
+            workers = await self.workers(PING_TIMEOUT_S)
+        except Exception:  # the diagnosis must not hide the timeout it explains
+            workers = None
+        return ReplyTimeout(request_id, timeout, depth, workers)
+
+    async def aclose(self) -> None:
+        await self.redis.aclose()
+        await asyncio.to_thread(self.celery.close)
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()

@@ -1,0 +1,101 @@
+"""What the sync and async clients share: building requests, the Celery producer, and timeout diagnostics."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Sequence
+
+from celery import Celery
+
+from schemas.keys import LOOKUP_QUEUE, LOOKUP_TASK, reply_key
+from schemas.messages import CTX_MAX_QUESTION_BYTES, ChatMessage, ChatRequest
+from worker.settings import Settings
+
+# A worker that takes a request right at its deadline still needs a moment to publish the error.
+REPLY_GRACE_S = 2.0
+# How long a timed-out caller waits for workers to answer the diagnostic ping.
+PING_TIMEOUT_S = 0.5
+
+MessageInput = ChatMessage | dict[str, str]
+
+
+class ReplyTimeout(TimeoutError):
+    """No reply in time; the message says what the queue looked like, to tell "slow" from "no worker"."""
+
+    def __init__(self, request_id: str, timeout: float, queue_depth: int | None, workers: list[str] | None) -> None:
+        self.request_id = request_id
+        self.timeout = timeout
+        self.queue_depth = queue_depth
+        self.workers = workers
+        super().__init__(timeout_message(request_id, timeout, queue_depth, workers))
+
+
+def timeout_message(request_id: str, timeout: float, queue_depth: int | None, workers: list[str] | None) -> str:
+    depth = "unknown" if queue_depth is None else f"{queue_depth} message(s)"
+    if workers is None:
+        who = "the worker ping could not be sent"
+    elif workers:
+        who = f"{len(workers)} worker(s) answer a ping ({', '.join(workers)}), so they are busy or slow"
+    else:
+        who = "no worker answers a ping: start one (celery -A worker.app worker)"
+    return f"no reply to request {request_id} within {timeout:.2f}s; the {LOOKUP_QUEUE} queue holds {depth}; {who}"
+
+
+def build_request(
+    settings: Settings,
+    question: str | None = None,
+    *,
+    messages: Sequence[MessageInput] | None = None,
+    tenant: str = "default",
+    model: str | None = None,
+    system: str | None = None,
+    timeout: float | None = None,
+    deadline: float | None = None,
+    request_id: str | None = None,
+) -> ChatRequest:
+    """Build and validate a request; bad input raises pydantic's ValidationError here, not in a worker."""
+    if (question is None) == (messages is None):
+        raise ValueError("pass either question or messages")
+    if timeout is not None and deadline is not None:
+        raise ValueError("pass either timeout or deadline")
+    msgs: list[MessageInput] = list(messages) if messages is not None else [{"role": "user", "content": question or ""}]
+    if system is not None:
+        msgs.insert(0, {"role": "system", "content": system})
+    rid = request_id or uuid.uuid4().hex
+    fields: dict[str, object] = {
+        "messages": msgs,
+        "tenant": tenant,
+        "model": model or settings.llm_model,
+        "deadline": deadline if deadline is not None else time.time() + (timeout or settings.default_timeout_s),
+        "request_id": rid,
+        "reply_to": reply_key(rid),
+    }
+    return ChatRequest.model_validate(fields, context={CTX_MAX_QUESTION_BYTES: settings.max_question_bytes})
+
+
+def reply_wait_s(request: ChatRequest) -> float:
+    """How long to wait for a request's reply: until its deadline, plus the worker's grace to say it expired."""
+    return max(0.0, request.deadline - time.time()) + REPLY_GRACE_S
+
+
+def make_celery(settings: Settings) -> Celery:
+    """A producer-only Celery app: it sends tasks by name and never imports the worker's code."""
+    app = Celery("dejavu-producer", broker=settings.redis_url)
+    app.conf.update(
+        broker_transport_options={"visibility_timeout": settings.visibility_timeout_s},
+        broker_connection_retry_on_startup=True,
+    )
+    return app
+
+
+def send_lookup(celery: Celery, request: ChatRequest) -> str:
+    """Enqueue a validated request on the lookup queue; returns its id."""
+    celery.send_task(LOOKUP_TASK, args=[request.model_dump_json()], queue=LOOKUP_QUEUE)
+    return request.request_id
+
+
+def ping(celery: Celery, timeout: float, limit: int | None = None) -> list[str]:
+    """Names of the worker nodes that answer a ping now; with `limit`, stop waiting once that many answered."""
+    replies = celery.control.ping(timeout=timeout, limit=limit) or []
+    return sorted(name for reply in replies for name in reply)

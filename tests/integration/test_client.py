@@ -1,0 +1,122 @@
+"""The Python clients, sync and async, against the real stack: ask, fire-and-forget, timeouts."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import uuid
+
+import pytest
+import redis
+
+from producer import AsyncClient, Client, ReplyTimeout
+from schemas.keys import LOOKUP_QUEUE, reply_key
+from schemas.messages import Tier
+from worker.local.servers import LocalStack
+from worker.settings import Settings
+
+
+def fresh_question() -> str:
+    return f"Is {uuid.uuid4().hex[:10]} contagious?"
+
+
+def test_sync_submit_then_get_reply(client: Client, tenant: str) -> None:
+    question = fresh_question()
+    request_id = client.submit(question, tenant=tenant)
+    reply = client.get_reply(request_id, timeout=10)
+    assert reply.ok and reply.request_id == request_id and question in (reply.answer or "")
+
+
+def test_sync_client_is_safe_to_share_across_threads(client: Client, tenant: str) -> None:
+    questions = [fresh_question() for _ in range(6)]
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        replies = list(pool.map(lambda q: client.ask(q, tenant=tenant), questions))
+    assert all(q in (r.answer or "") for q, r in zip(questions, replies, strict=True))
+
+
+def test_async_ask_submit_and_get_reply(stack: LocalStack, tenant: str) -> None:
+    async def scenario() -> None:
+        async with AsyncClient(Settings()) as client:
+            question = fresh_question()
+            cold = await client.ask(question, tenant=tenant)
+            assert cold.ok and cold.tier == Tier.LLM and question in (cold.answer or "")
+            # Many concurrent asks on one client share its pools.
+            many = [fresh_question() for _ in range(8)]
+            replies = await asyncio.gather(*(client.ask(q, tenant=tenant) for q in many))
+            assert all(q in (r.answer or "") for q, r in zip(many, replies, strict=True))
+            # Fire and forget, then read.
+            request_id = await client.submit(question, tenant=tenant, system="Answer in French.")
+            later = await client.get_reply(request_id, timeout=10)
+            assert later.ok and later.request_id == request_id
+
+    asyncio.run(scenario())
+
+
+def test_sync_timeout_says_what_happened_and_the_late_reply_does_not_leak(client: Client, tenant: str) -> None:
+    slow = fresh_question()
+    request_id = client.submit(slow, tenant=tenant)
+    # The stand-in LLM takes ~100 ms: 10 ms is too short.
+    with pytest.raises(ReplyTimeout) as timed_out:
+        client.get_reply(request_id, timeout=0.01)
+    err = timed_out.value
+    assert err.request_id == request_id and err.queue_depth is not None and err.workers
+    assert f"the {LOOKUP_QUEUE} queue holds" in str(err) and "answer a ping" in str(err)
+    # The next call gets its own answer, not the late one ...
+    other = fresh_question()
+    reply = client.ask(other, tenant=tenant)
+    assert other in (reply.answer or "") and slow not in (reply.answer or "")
+    # ... which waits on its own list for whoever asks for it.
+    late = client.get_reply(request_id, timeout=10)
+    assert late.request_id == request_id and slow in (late.answer or "")
+
+
+def test_async_timeout_and_the_late_reply_does_not_leak(stack: LocalStack, tenant: str) -> None:
+    async def scenario() -> None:
+        async with AsyncClient(Settings()) as client:
+            slow = fresh_question()
+            request_id = await client.submit(slow, tenant=tenant)
+            with pytest.raises(ReplyTimeout) as timed_out:
+                await client.get_reply(request_id, timeout=0.01)
+            assert timed_out.value.workers
+            other = fresh_question()
+            reply = await client.ask(other, tenant=tenant)
+            assert other in (reply.answer or "") and slow not in (reply.answer or "")
+            assert slow in ((await client.get_reply(request_id, timeout=10)).answer or "")
+
+    asyncio.run(scenario())
+
+
+def test_timeout_with_no_worker_consuming_says_so(stack: LocalStack, tenant: str) -> None:
+    # Redis database 1 of the same server: no worker consumes its queues or answers its pings.
+    db1 = stack.redis_url.removesuffix("/0") + "/1"
+
+    async def scenario() -> ReplyTimeout:
+        async with AsyncClient(Settings(redis_url=db1)) as client:
+            request_id = await client.submit(fresh_question(), tenant=tenant)
+            with pytest.raises(ReplyTimeout) as timed_out:
+                await client.get_reply(request_id, timeout=0.2)
+            return timed_out.value
+
+    r = redis.Redis.from_url(db1)
+    try:
+        err = asyncio.run(scenario())
+    finally:
+        # Key by key: FLUSHDB would also drop RediSearch's indexes, which live outside any one database.
+        for key in r.scan_iter():
+            r.delete(key)
+        r.close()
+    assert err.queue_depth == 1 and err.workers == []
+    assert "holds 1 message(s)" in str(err) and "no worker answers a ping" in str(err)
+
+
+def test_non_positive_timeout_only_looks(client: Client) -> None:
+    with pytest.raises(ReplyTimeout):
+        client.get_reply(f"never-sent-{uuid.uuid4().hex}", timeout=0)
+
+
+def test_reply_lists_are_per_request(client: Client, rdb: redis.Redis, tenant: str) -> None:
+    first = client.submit(fresh_question(), tenant=tenant)
+    second = client.submit(fresh_question(), tenant=tenant)
+    assert client.get_reply(second, timeout=10).request_id == second
+    assert client.get_reply(first, timeout=10).request_id == first
+    assert not rdb.exists(reply_key(first)) and not rdb.exists(reply_key(second))
