@@ -1,0 +1,182 @@
+"""`dejavu`: ask the cache a question, or look at the running system. Settings come from DEJAVU_* variables."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from kombu.exceptions import OperationalError
+from pydantic import ValidationError
+from redis.exceptions import RedisError
+
+from producer.aclient import AsyncClient
+from producer.base import ReplyTimeout
+from producer.client import Client
+from producer.probes import pg_entries, queue_depths, redis_entries
+from worker.settings import Settings, get_settings
+
+EXIT_OK = 0
+EXIT_ERROR_REPLY = 1
+EXIT_USAGE = 2
+EXIT_UNAVAILABLE = 3
+
+EPILOG = """exit codes:
+  0  ok (status: Redis and Postgres reachable and at least one worker answers)
+  1  the cache answered with an error reply (its code and message go to stderr)
+  2  usage error: bad arguments or an invalid request
+  3  no reply in time, or Redis / Postgres / the workers unreachable"""
+
+UNREACHABLE = (RedisError, OSError, OperationalError)
+
+
+@dataclass(frozen=True)
+class Command:
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace, Settings], int]
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"dejavu: {message}", file=sys.stderr)
+    return code
+
+
+# --- ask ---
+
+
+def _ask_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("question", help="the question (the last user message)")
+    p.add_argument("--tenant", default="default", help="cache namespace (default: %(default)s)")
+    p.add_argument("--model", help="LLM model, part of the cache scope (default: DEJAVU_LLM_MODEL)")
+    p.add_argument("--system", help="system prompt, part of the cache scope")
+    p.add_argument("--timeout", type=float, help="seconds to wait for the answer (default: DEJAVU_DEFAULT_TIMEOUT_S)")
+    p.add_argument("--json", action="store_true", help="print the whole reply as JSON, with latency_ms")
+
+
+def run_ask(args: argparse.Namespace, settings: Settings) -> int:
+    client = Client(settings)
+    try:
+        start = time.perf_counter()
+        reply = client.ask(
+            args.question, tenant=args.tenant, model=args.model, system=args.system, timeout=args.timeout
+        )
+        latency_ms = (time.perf_counter() - start) * 1000
+    except (ValidationError, ValueError) as exc:
+        return _fail(f"invalid request: {exc}", EXIT_USAGE)
+    except ReplyTimeout as exc:
+        return _fail(str(exc), EXIT_UNAVAILABLE)
+    except UNREACHABLE as exc:
+        return _fail(f"cannot reach the queue at DEJAVU_REDIS_URL: {exc}", EXIT_UNAVAILABLE)
+    finally:
+        client.close()
+    if args.json:
+        print(json.dumps({**reply.model_dump(mode="json", exclude_none=True), "latency_ms": round(latency_ms, 2)}))
+    elif reply.ok:
+        # The answer alone on stdout, so `$(dejavu ask ...)` captures just the answer.
+        print(reply.answer)
+        similarity = "-" if reply.similarity is None else f"{reply.similarity:.4f}"
+        print(f"tier={reply.tier} similarity={similarity} latency={latency_ms:.1f}ms entry={reply.entry_id}",
+              file=sys.stderr)  # fmt: skip
+    if reply.error is not None:
+        if not args.json:
+            print(f"error {reply.error.code}: {reply.error.message}", file=sys.stderr)
+        return EXIT_ERROR_REPLY
+    return EXIT_OK
+
+
+# --- status ---
+
+
+def _status_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print the status as JSON")
+
+
+async def collect_status(settings: Settings) -> dict[str, Any]:
+    """Queue depths, workers and entries per tier; a part that cannot be read holds {"error": ...}."""
+    profile = settings.profile().name
+    status: dict[str, Any] = {"profile": profile}
+    async with AsyncClient(settings) as client:
+
+        async def part(name: str, read: Any) -> None:
+            try:
+                status[name] = await read
+            except Exception as exc:  # report every part, whatever broke
+                status[name] = {"error": f"{type(exc).__name__}: {exc}"}
+
+        await part("queues", queue_depths(client.redis))
+        await part("workers", client.workers(timeout=1.0))
+        await part("redis_entries", redis_entries(client.redis, profile))
+        await part("pgvector_entries", pg_entries(settings.pg_dsn, profile))
+    return status
+
+
+def _healthy(status: dict[str, Any]) -> bool:
+    parts = [status[k] for k in ("queues", "workers", "redis_entries", "pgvector_entries")]
+    return not any(isinstance(p, dict) and "error" in p for p in parts) and bool(status["workers"])
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, dict) and "error" in value:
+        return f"unreachable ({value['error']})"
+    return "no index/table yet" if value is None else str(value)
+
+
+def run_status(args: argparse.Namespace, settings: Settings) -> int:
+    status = asyncio.run(collect_status(settings))
+    if args.json:
+        print(json.dumps(status))
+    else:
+        queues, workers = status["queues"], status["workers"]
+        if isinstance(queues, dict) and "error" not in queues:
+            print("queues    " + "  ".join(f"{name}={depth}" for name, depth in queues.items()))
+        else:
+            print(f"queues    {_show(queues)}")
+        if isinstance(workers, list):
+            print(f"workers   {len(workers)} answer a ping" + (f": {', '.join(workers)}" if workers else ""))
+        else:
+            print(f"workers   {_show(workers)}")
+        print(f"entries   redis={_show(status['redis_entries'])}  pgvector={_show(status['pgvector_entries'])}"
+              f"  (profile {status['profile']})")  # fmt: skip
+    return EXIT_OK if _healthy(status) else EXIT_UNAVAILABLE
+
+
+# Later subcommands (backfill, eval, forget) join this table.
+COMMANDS: dict[str, Command] = {
+    "ask": Command(
+        "ask a question and print the answer with its tier, similarity and latency", _ask_arguments, run_ask
+    ),
+    "status": Command(
+        "show queue depths, workers that answer a ping, and entries per tier", _status_arguments, run_status
+    ),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dejavu", description=__doc__, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, command in COMMANDS.items():
+        p = sub.add_parser(name, help=command.help, description=command.help, epilog=EPILOG,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+        command.add_arguments(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = get_settings()
+    except ValidationError as exc:
+        return _fail(f"invalid DEJAVU_* settings: {exc}", EXIT_USAGE)
+    return COMMANDS[args.command].run(args, settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,54 @@
+"""Read-only looks at the running system, shared by `dejavu status` and the gateway's /healthz."""
+
+from __future__ import annotations
+
+from typing import Final
+
+import asyncpg
+import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
+
+from schemas.keys import LOOKUP_QUEUE, WRITEBACK_QUEUE, index_name
+from worker.sqlfiles import table_name
+
+QUEUES: Final = (LOOKUP_QUEUE, WRITEBACK_QUEUE)
+PG_TIMEOUT_S: Final = 3.0
+
+
+async def queue_depths(r: aioredis.Redis) -> dict[str, int]:
+    """Messages waiting per Celery queue (Kombu's Redis transport keeps each queue as a list)."""
+    async with r.pipeline(transaction=False) as pipe:
+        for queue in QUEUES:
+            pipe.llen(queue)
+        depths = await pipe.execute()
+    return {queue: int(depth) for queue, depth in zip(QUEUES, depths, strict=True)}
+
+
+async def redis_entries(r: aioredis.Redis, profile: str) -> int | None:
+    """Entries in the Redis tier (the vector index's document count); None before the index exists."""
+    try:
+        info: dict[str, object] = await r.ft(index_name(profile)).info()  # type: ignore[no-untyped-call]
+    except ResponseError:
+        return None
+    return int(float(str(info["num_docs"])))
+
+
+async def pg_entries(dsn: str, profile: str) -> int | None:
+    """Rows in the pgvector tier; None before the table exists."""
+    conn = await asyncpg.connect(dsn, timeout=PG_TIMEOUT_S)
+    try:
+        if await conn.fetchval("SELECT to_regclass($1)", table_name(profile)) is None:
+            return None
+        # table_name() is a safe identifier: profile names are [a-z0-9_]{1,32}.
+        return int(await conn.fetchval(f"SELECT count(*) FROM {table_name(profile)}"))
+    finally:
+        await conn.close()
+
+
+async def pg_ping(dsn: str) -> None:
+    """Raises if Postgres does not accept a connection and a query."""
+    conn = await asyncpg.connect(dsn, timeout=PG_TIMEOUT_S)
+    try:
+        await conn.fetchval("SELECT 1")
+    finally:
+        await conn.close()
