@@ -1,0 +1,348 @@
+"""HTTP gateway: the cache for services in any language, OpenAI-compatible or native JSON.
+
+    python -m producer.gateway --host 127.0.0.1 --port 8080
+
+Every /v1 route needs `Authorization: Bearer <key>`; the key names the tenant (DEJAVU_GATEWAY_API_KEYS),
+so a caller can only ever read its own tenant's cache. Errors have OpenAI's shape,
+`{"error": {"message", "type", "code"}}`; docs/wire.md lists the routes, statuses and headers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import re
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+from aiohttp import web
+from kombu.exceptions import OperationalError
+from prometheus_client import CONTENT_TYPE_LATEST
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from redis.exceptions import RedisError
+
+from producer.aclient import AsyncClient
+from producer.base import ReplyTimeout
+from producer.metrics import GatewayMetrics
+from producer.openai_compat import CompletionBody, completion, completion_chunks
+from producer.probes import pg_ping
+from schemas.messages import ChatMessage, ChatReply, ChatRequest, ErrorCode
+from worker.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+SETTINGS = web.AppKey("settings", Settings)
+CLIENT = web.AppKey("client", AsyncClient)
+METRICS = web.AppKey("metrics", GatewayMetrics)
+
+TIER_HEADER = "x-dejavu-tier"
+# The OpenAI endpoint's body has no deadline field: callers set one with a header (seconds, or Unix time).
+TIMEOUT_HEADER = "x-dejavu-timeout"
+DEADLINE_HEADER = "x-dejavu-deadline"
+TENANT_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+HEALTH_TIMEOUT_S = 3.0
+
+# A worker's error reply, as an HTTP status.
+STATUS_BY_CODE: dict[ErrorCode, int] = {
+    ErrorCode.INVALID_REQUEST: 400,
+    ErrorCode.DEADLINE: 504,
+    ErrorCode.LLM_ERROR: 502,
+    ErrorCode.LLM_TIMEOUT: 504,
+    ErrorCode.INTERNAL: 500,
+}
+
+
+class GatewayError(Exception):
+    """Ends a request with an error response; `body` replaces the OpenAI-style body (native /v1/ask replies)."""
+
+    def __init__(
+        self, status: int, code: str, message: str, *, body: str | None = None, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.body, self.headers = status, code, message, body, headers
+
+    def response(self) -> web.Response:
+        text = self.body or json.dumps(
+            {"error": {"message": self.message, "type": error_type(self.status), "code": self.code}}
+        )
+        return web.Response(status=self.status, text=text, content_type="application/json", headers=self.headers)
+
+
+def error_type(status: int) -> str:
+    if status == 401:
+        return "authentication_error"
+    if status == 404:
+        return "not_found_error"
+    return "invalid_request_error" if status < 500 else "api_error"
+
+
+class AskBody(BaseModel):
+    """The native request: a question or messages; the tenant comes from the API key, the id from the gateway."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    question: str | None = None
+    messages: list[ChatMessage] | None = None
+    model: str | None = None
+    system: str | None = None
+    timeout: float | None = Field(default=None, gt=0)
+    deadline: float | None = None
+
+    @model_validator(mode="after")
+    def _one_question(self) -> AskBody:
+        if (self.question is None) == (self.messages is None):
+            raise ValueError("send either question or messages")
+        if self.timeout is not None and self.deadline is not None:
+            raise ValueError("send either timeout or deadline")
+        return self
+
+
+# --- request handling steps, each ending the request with a GatewayError when it cannot go on ---
+
+
+def tenant_of(request: web.Request) -> str:
+    scheme, _, key = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        raise GatewayError(401, "missing_api_key", "send an API key as 'Authorization: Bearer <key>'",
+                           headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
+    tenant = request.app[SETTINGS].gateway_api_keys.get(key.strip())
+    if tenant is None:
+        raise GatewayError(401, "invalid_api_key", "the API key is not known to this gateway",
+                           headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
+    return tenant
+
+
+async def read_json(request: web.Request) -> Any:
+    limit = request.app[SETTINGS].gateway_max_body_bytes
+    too_large = GatewayError(413, "body_too_large", f"the request body is over the limit of {limit} bytes")
+    if request.content_length is not None and request.content_length > limit:
+        raise too_large
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise too_large from None
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        raise GatewayError(400, "invalid_json", f"the request body is not valid JSON: {exc}") from None
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse(model: type[M], data: Any) -> M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise GatewayError(422, "invalid_request", describe(exc)) from None
+
+
+def describe(exc: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors())
+
+
+def check_deadline(timeout: float | None, deadline: float | None) -> None:
+    if deadline is not None and deadline <= time.time():
+        raise GatewayError(504, ErrorCode.DEADLINE.value, "the request's deadline has already passed")
+    if timeout is not None and timeout <= 0:
+        raise GatewayError(504, ErrorCode.DEADLINE.value, "the request's timeout is not positive")
+
+
+def header_deadline(request: web.Request) -> tuple[float | None, float | None]:
+    values: list[float | None] = []
+    for name in (TIMEOUT_HEADER, DEADLINE_HEADER):
+        raw = request.headers.get(name)
+        try:
+            values.append(None if raw is None else float(raw))
+        except ValueError:
+            raise GatewayError(422, "invalid_request", f"header {name} must be a number, not {raw!r}") from None
+    return values[0], values[1]
+
+
+def build(client: AsyncClient, tenant: str, **fields: Any) -> ChatRequest:
+    check_deadline(fields.get("timeout"), fields.get("deadline"))
+    try:
+        return client.request(tenant=tenant, **fields)
+    except ValidationError as exc:
+        raise GatewayError(422, "invalid_request", describe(exc)) from None
+    except ValueError as exc:
+        raise GatewayError(422, "invalid_request", str(exc)) from None
+
+
+async def answer(request: web.Request, chat: ChatRequest) -> ChatReply:
+    try:
+        reply = await request.app[CLIENT].ask_request(chat)
+    except ReplyTimeout as exc:
+        raise GatewayError(504, "timeout", str(exc)) from None
+    except (RedisError, OSError, OperationalError) as exc:
+        raise GatewayError(503, "unavailable", f"the request queue is unreachable: {exc}") from None
+    if reply.ok:
+        request.app[METRICS].answered(reply)
+    return reply
+
+
+def failed(reply: ChatReply, body: str | None = None) -> GatewayError:
+    assert reply.error is not None
+    code = reply.error.code
+    return GatewayError(STATUS_BY_CODE.get(code, 500), code.value, reply.error.message, body=body)
+
+
+def cache_headers(reply: ChatReply) -> dict[str, str]:
+    headers = {"x-dejavu-request-id": reply.request_id}
+    if reply.tier is not None:
+        headers[TIER_HEADER] = reply.tier.value
+    if reply.similarity is not None:
+        headers["x-dejavu-similarity"] = f"{reply.similarity:.6f}"
+    if reply.entry_id is not None:
+        headers["x-dejavu-entry"] = reply.entry_id
+    return headers
+
+
+# --- routes ---
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    tenant = tenant_of(request)
+    body = parse(CompletionBody, await read_json(request))
+    timeout, deadline = header_deadline(request)
+    client = request.app[CLIENT]
+    chat = build(client, tenant, messages=body.chat_messages(), model=body.model, timeout=timeout, deadline=deadline)
+    reply = await answer(request, chat)
+    if not reply.ok:
+        raise failed(reply)
+    headers = cache_headers(reply)
+    if not body.stream:
+        return web.json_response(completion(chat, reply), headers=headers)
+    # The answer is complete before the first byte goes out: it is sent as one delta and the finish.
+    stream = web.StreamResponse(headers={**headers, "Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+    await stream.prepare(request)
+    for chunk in completion_chunks(chat, reply):
+        await stream.write(f"data: {json.dumps(chunk)}\n\n".encode())
+    await stream.write(b"data: [DONE]\n\n")
+    await stream.write_eof()
+    return stream
+
+
+async def ask(request: web.Request) -> web.Response:
+    tenant = tenant_of(request)
+    body = parse(AskBody, await read_json(request))
+    fields = body.model_dump(exclude_none=True, exclude={"question", "messages"})
+    chat = build(request.app[CLIENT], tenant, question=body.question, messages=body.messages, **fields)
+    reply = await answer(request, chat)
+    payload = reply.model_dump_json()
+    if not reply.ok:
+        raise failed(reply, body=payload)
+    return web.Response(text=payload, content_type="application/json", headers=cache_headers(reply))
+
+
+async def healthz(request: web.Request) -> web.Response:
+    client, settings = request.app[CLIENT], request.app[SETTINGS]
+
+    async def workers() -> list[str]:
+        names = await client.workers(timeout=1.0, limit=1)
+        if not names:
+            raise RuntimeError("no worker answers a ping")
+        return names
+
+    checks: dict[str, Awaitable[Any]] = {
+        "redis": client.redis.ping(),
+        "postgres": pg_ping(settings.pg_dsn),
+        "workers": workers(),
+    }
+    results = await asyncio.gather(
+        *(asyncio.wait_for(check, HEALTH_TIMEOUT_S) for check in checks.values()), return_exceptions=True
+    )
+    report: dict[str, Any] = {}
+    for name, result in zip(checks, results, strict=True):
+        if isinstance(result, BaseException):
+            report[name] = {"ok": False, "error": f"{type(result).__name__}: {result}"}
+        else:
+            report[name] = {"ok": True, **({"names": result} if name == "workers" else {})}
+    healthy = all(part["ok"] for part in report.values())
+    report["status"] = "ok" if healthy else "down"
+    return web.json_response(report, status=200 if healthy else 503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    return web.Response(body=request.app[METRICS].render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+# --- the app ---
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Turns every failure into an OpenAI-style JSON error and records the request in the metrics."""
+    m = request.app[METRICS]
+    resource = request.match_info.route.resource
+    endpoint = resource.canonical if resource is not None else "unmatched"
+    m.requests.labels(endpoint).inc()
+    start = time.perf_counter()
+    try:
+        response = await handler(request)
+        outcome = response.headers.get(TIER_HEADER, "ok")
+    except GatewayError as exc:
+        response, outcome = exc.response(), "error"
+        m.errors.labels(exc.code).inc()
+    except web.HTTPException as exc:  # aiohttp's own: 404, 405, 413 while reading
+        code = exc.reason.lower().replace(" ", "_")
+        response = GatewayError(exc.status, code, exc.text or exc.reason).response()
+        outcome = "error"
+        m.errors.labels(code).inc()
+    except Exception:
+        log.exception("unexpected error on %s %s", request.method, request.path)
+        response, outcome = GatewayError(500, "internal", "internal gateway error").response(), "error"
+        m.errors.labels("internal").inc()
+    m.latency.labels(endpoint, outcome).observe(time.perf_counter() - start)
+    return response
+
+
+async def _client(app: web.Application) -> AsyncIterator[None]:
+    # One Redis pool and one Celery producer for the whole process.
+    app[CLIENT] = AsyncClient(app[SETTINGS])
+    yield
+    await app[CLIENT].aclose()
+
+
+def make_app(settings: Settings | None = None) -> web.Application:
+    settings = settings or get_settings()
+    bad = [tenant for tenant in settings.gateway_api_keys.values() if not TENANT_PATTERN.match(tenant)]
+    if bad:
+        raise ValueError(f"DEJAVU_GATEWAY_API_KEYS maps keys to invalid tenant names {bad}: use [A-Za-z0-9_.-]{{1,64}}")
+    if not settings.gateway_api_keys:
+        log.warning("DEJAVU_GATEWAY_API_KEYS is empty: every /v1 request will be refused with 401")
+    app = web.Application(client_max_size=settings.gateway_max_body_bytes, middlewares=[observe])
+    app[SETTINGS] = settings
+    app[METRICS] = GatewayMetrics()
+    app.cleanup_ctx.append(_client)
+    app.router.add_post("/v1/chat/completions", chat_completions)
+    app.router.add_post("/v1/ask", ask)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    return app
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m producer.gateway", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    parser.add_argument("--port", type=int, default=8080, help="port to listen on (default: %(default)s)")
+    parser.add_argument("--access-log", action="store_true", help="log every request (off: it costs throughput)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    web.run_app(
+        make_app(),
+        host=args.host,
+        port=args.port,
+        access_log=logging.getLogger("aiohttp.access") if args.access_log else None,
+        print=lambda msg: log.info("%s", msg.strip()),
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+"""The HTTP gateway as its own process, in front of the session's stack, with two API keys for two tenants."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from worker.local.servers import LocalStack, free_port
+
+
+@dataclass(frozen=True)
+class Gateway:
+    url: str
+    # API key -> tenant, as the gateway was configured.
+    keys: dict[str, str]
+
+    @property
+    def key_a(self) -> str:
+        return next(k for k in self.keys if k.startswith("key-a"))
+
+    @property
+    def key_b(self) -> str:
+        return next(k for k in self.keys if k.startswith("key-b"))
+
+
+@pytest.fixture(scope="session")
+def gateway(stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    port = free_port()
+    suffix = uuid.uuid4().hex[:8]
+    keys = {f"key-a-{suffix}": f"gw-a-{suffix}", f"key-b-{suffix}": f"gw-b-{suffix}"}
+    env = {**os.environ, **stack.env(), "DEJAVU_GATEWAY_API_KEYS": json.dumps(keys)}
+    log_path = Path(tmp_path_factory.mktemp("gateway")) / "gateway.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "producer.gateway", "--host", "127.0.0.1", "--port", str(port)],
+            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(url, proc, log_path)
+        yield Gateway(url, keys)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen[bytes], log_path: Path, timeout: float = 60) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the gateway exited with {proc.returncode}: {log_path.read_text()}")
+        try:
+            with urllib.request.urlopen(f"{url}/healthz", timeout=5) as resp:
+                if resp.status == 200:
+                    return
+        except urllib.error.HTTPError as exc:  # 503 until a worker answers a ping
+            exc.close()
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"the gateway was not healthy within {timeout}s: {log_path.read_text()}")
