@@ -8,10 +8,10 @@ import asyncpg
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from schemas.keys import LOOKUP_QUEUE, WRITEBACK_QUEUE, index_name
+from schemas.keys import LLM_QUEUE, LOOKUP_QUEUE, WRITEBACK_QUEUE, index_name
 from worker.sqlfiles import table_name
 
-QUEUES: Final = (LOOKUP_QUEUE, WRITEBACK_QUEUE)
+QUEUES: Final = (LOOKUP_QUEUE, LLM_QUEUE, WRITEBACK_QUEUE)
 PG_TIMEOUT_S: Final = 3.0
 
 

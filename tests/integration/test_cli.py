@@ -44,7 +44,7 @@ def test_status_shows_queues_workers_and_entries(stack: LocalStack) -> None:
     out = dejavu(stack, "status", "--json")
     assert out.returncode == 0, out.stdout + out.stderr
     status = json.loads(out.stdout)
-    assert set(status["queues"]) >= {"lookup", "writeback"} and status["workers"]
+    assert set(status["queues"]) == {"lookup", "llm", "writeback"} and status["workers"]
     assert isinstance(status["redis_entries"], int | None) and isinstance(status["pgvector_entries"], int | None)
     text = dejavu(stack, "status")
     assert text.returncode == 0 and "workers" in text.stdout and "pgvector=" in text.stdout
