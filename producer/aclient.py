@@ -20,10 +20,10 @@ from producer.base import (
     MessageInput,
     ReplyTimeout,
     build_request,
+    lookup_message,
     make_celery,
     ping,
     reply_wait_s,
-    send_lookup,
 )
 from schemas.keys import LOOKUP_QUEUE, reply_key
 from schemas.messages import ChatReply, ChatRequest
@@ -59,7 +59,8 @@ class AsyncClient:
 
     async def send(self, request: ChatRequest) -> str:
         """Enqueue a validated request; returns its id."""
-        return await asyncio.to_thread(send_lookup, self.celery, request)
+        await self.redis.lpush(LOOKUP_QUEUE, lookup_message(request))
+        return request.request_id
 
     async def submit(self, question: str | None = None, **kwargs: Any) -> str:
         """Fire and forget: enqueue and return the request id; read the reply later with `get_reply`."""

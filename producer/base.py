@@ -10,6 +10,7 @@ from celery import Celery
 
 from schemas.keys import LOOKUP_QUEUE, LOOKUP_TASK, reply_key
 from schemas.messages import CTX_MAX_QUESTION_BYTES, ChatMessage, ChatRequest
+from schemas.taskwire import task_message
 from worker.settings import Settings
 
 # A worker that takes a request right at its deadline still needs a moment to publish the error.
@@ -89,10 +90,10 @@ def make_celery(settings: Settings) -> Celery:
     return app
 
 
-def send_lookup(celery: Celery, request: ChatRequest) -> str:
-    """Enqueue a validated request on the lookup queue; returns its id."""
-    celery.send_task(LOOKUP_TASK, args=[request.model_dump_json()], queue=LOOKUP_QUEUE)
-    return request.request_id
+def lookup_message(request: ChatRequest) -> bytes:
+    """The task message that enqueues a validated request: LPUSH it onto LOOKUP_QUEUE (schemas.taskwire)."""
+    # The request id doubles as the task id, so Flower and the worker logs name the same thing.
+    return task_message(LOOKUP_TASK, LOOKUP_QUEUE, [request.model_dump_json()], task_id=request.request_id)
 
 
 def ping(celery: Celery, timeout: float, limit: int | None = None) -> list[str]:
