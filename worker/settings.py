@@ -125,7 +125,9 @@ class Settings(BaseSettings):
     # --- Celery ---
     # Longer than the longest task; a task not acked by then is handed to another worker.
     visibility_timeout_s: int = 3600
-    task_events: bool = True
+    # Task events feed Flower's live task list, but cost half the hit throughput here (docs/performance.md);
+    # `make run` turns them on.
+    task_events: bool = False
 
     def profile(self) -> EmbedProfile:
         """The selected profile with any explicit overrides applied."""

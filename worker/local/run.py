@@ -45,6 +45,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path(".var/local"))
     parser.add_argument("--workers", type=int, default=1, help="lookup worker nodes (as on separate machines)")
     parser.add_argument("--concurrency", type=int, default=os.cpu_count() or 2, help="processes per node")
+    parser.add_argument("--lookup-pool", choices=["solo", "prefork"], default="solo")
     parser.add_argument("--flower-port", type=int, default=5555)
     parser.add_argument("--llm-delay-ms", type=float, default=800.0)
     parser.add_argument("--no-wait", action="store_true", help="stop after the demo instead of waiting")
@@ -61,8 +62,10 @@ def main() -> None:
     try:
         print(f"starting Redis :{stack.redis_port}, Postgres :{stack.pg_port}, stand-in LLM :{stack.llm_port} ...")
         stack.start()
+        # Flower's live task view needs task events; off by default elsewhere for throughput.
+        os.environ.setdefault("DEJAVU_TASK_EVENTS", "true")
         os.environ.update(stack.env())
-        nodes = stack.start_workers(args.workers, args.concurrency)
+        nodes = stack.start_workers(args.workers, args.concurrency, lookup_pool=args.lookup_pool)
         stack.start_flower(args.flower_port)
         client = Client(Settings())
         names = client.wait_for_workers(len(nodes))
