@@ -8,6 +8,7 @@ times. Prints a table and writes bench/results/latest.json.
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import platform
@@ -34,6 +35,7 @@ from worker.settings import Settings
 DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 RESULTS = Path(__file__).resolve().parent / "results"
 TENANT = "bench"
+GATEWAY_KEY = "bench-key"
 
 
 def pct(values: list[float]) -> dict[str, float]:
@@ -112,6 +114,49 @@ def sustained(client: Client, questions: list[str], tier: str, threads: int, sec
     return sum(counts) / (time.monotonic() - start)
 
 
+class GatewayCaller:
+    """One keep-alive HTTP connection to the gateway's OpenAI-compatible route, as an SDK would hold."""
+
+    def __init__(self, url: str, api_key: str, model: str) -> None:
+        host, port = url.removeprefix("http://").split(":")
+        self.conn = http.client.HTTPConnection(host, int(port), timeout=60)
+        self.headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
+        self.model = model
+
+    def ask(self, question: str) -> tuple[float, str]:
+        body = json.dumps({"model": self.model, "messages": [{"role": "user", "content": question}]})
+        start = time.perf_counter()
+        self.conn.request("POST", "/v1/chat/completions", body=body, headers=self.headers)
+        resp = self.conn.getresponse()
+        resp.read()
+        return (time.perf_counter() - start) * 1000, resp.getheader("x-dejavu-tier") or ""
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def gateway_figures(url: str, model: str, questions: list[str], threads: int, seconds: float) -> dict[str, Any]:
+    """Exact-hit latency and hits/s through the gateway, to set beside the direct client's."""
+    caller = GatewayCaller(url, GATEWAY_KEY, model)
+    latencies = [ms for ms, tier in (caller.ask(q) for q in questions) if tier == "exact"]
+    caller.close()
+    stop = time.monotonic() + seconds
+    counts = [0] * threads
+
+    def loop(i: int) -> None:
+        own = GatewayCaller(url, GATEWAY_KEY, model)
+        k = i
+        while time.monotonic() < stop:
+            counts[i] += own.ask(questions[k % len(questions)])[1] == "exact"
+            k += threads
+        own.close()
+
+    start = time.monotonic()
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(loop, range(threads)))
+    return {"latency": pct(latencies), "hits_per_s": sum(counts) / (time.monotonic() - start)}
+
+
 def wait_for(check: Callable[[], bool], timeout: float = 120) -> None:
     end = time.monotonic() + timeout
     while not check():
@@ -143,11 +188,12 @@ def main() -> None:
         os.environ.update(stack.env())
         settings = Settings()
         nodes = stack.start_workers(1, args.concurrency, lookup_pool=args.lookup_pool)
+        gateway_url = stack.start_gateway(free_port(), {GATEWAY_KEY: TENANT})
         client = Client(settings)
         client.wait_for_workers(len(nodes))
         profile = settings.profile()
         embedder = Embedder(profile, settings.model_cache_dir, settings.embed_threads)
-        results = run(args, stack, client, embedder, profile.threshold_redis)
+        results = run(args, stack, client, embedder, profile.threshold_redis, gateway_url)
         results.update({"model": profile.name, "quantize": profile.quantize, "cores": os.cpu_count(),
                         "cpu": platform.processor() or platform.machine(), "lookup_processes": args.concurrency,
                         "lookup_pool": args.lookup_pool, "task_events": settings.task_events,
@@ -163,7 +209,7 @@ def main() -> None:
 
 
 def run(
-    args: argparse.Namespace, stack: LocalStack, client: Client, embedder: Embedder, threshold: float
+    args: argparse.Namespace, stack: LocalStack, client: Client, embedder: Embedder, threshold: float, gateway: str
 ) -> dict[str, Any]:
     rdb = redis.Redis.from_url(stack.redis_url)
     total = args.n * args.runs
@@ -215,7 +261,12 @@ def run(
         per_run["pgvector_hit_ms"].append(pct(lat))
         misrouted["pgvector_hit_ms"] += bad
 
-    exact_hps = [sustained(client, questions, "exact", args.threads, args.seconds) for _ in range(args.runs)]
+    # Direct client and gateway alternate, run by run, so that both see the same machine.
+    exact_hps, gw_runs = [], []
+    for r in range(args.runs):
+        exact_hps.append(sustained(client, questions, "exact", args.threads, args.seconds))
+        gw_runs.append(gateway_figures(gateway, client.settings.llm_model, questions[r * args.n : (r + 1) * args.n],
+                                       args.threads, args.seconds))  # fmt: skip
     semantic_hps = [sustained(client, [p[1] for p in pairs], "redis", args.threads, args.seconds)
                     for _ in range(args.runs)]  # fmt: skip
     rdb.close()
@@ -230,6 +281,9 @@ def run(
         "hits_per_s_runs": [round(x, 1) for x in exact_hps],
         "semantic_hits_per_s": round(statistics.median(semantic_hps), 1),
         "semantic_hits_per_s_runs": [round(x, 1) for x in semantic_hps],
+        "gateway_hit_ms": median_of([g["latency"] for g in gw_runs]),
+        "gateway_hits_per_s": round(statistics.median(g["hits_per_s"] for g in gw_runs), 1),
+        "gateway_hits_per_s_runs": [round(g["hits_per_s"], 1) for g in gw_runs],
         "producer_threads": args.threads,
         "embed_ms": pct(embed_ms),
         "not_served_by_expected_tier": misrouted,
@@ -239,10 +293,15 @@ def run(
 
 def report(r: dict[str, Any]) -> None:
     print(f"\n{'tier':<18}{'p50 ms':>10}{'p90 ms':>10}{'p99 ms':>10}   (median over runs)")
-    for key in ("exact_hit_ms", "redis_hit_ms", "pgvector_hit_ms", "miss_ms", "embed_ms"):
+    for key in ("exact_hit_ms", "gateway_hit_ms", "redis_hit_ms", "pgvector_hit_ms", "miss_ms", "embed_ms"):
         print(f"{key:<18}{r[key]['p50']:>10.2f}{r[key]['p90']:>10.2f}{r[key]['p99']:>10.2f}")
     print(f"exact hits/s   {r['hits_per_s']:>8}  runs {r['hits_per_s_runs']}  ({r['producer_threads']} producers)")
     print(f"semantic hits/s{r['semantic_hits_per_s']:>8}  runs {r['semantic_hits_per_s_runs']}")
+    print(
+        f"gateway exact hits/s {r['gateway_hits_per_s']}  runs {r['gateway_hits_per_s_runs']}  "
+        f"({r['gateway_hits_per_s'] / r['hits_per_s']:.0%} of the direct client's; overhead p50 "
+        f"{r['gateway_hit_ms']['p50'] - r['exact_hit_ms']['p50']:+.2f} ms)"
+    )
     print(
         f"model {r['model']} ({r['quantize']}), {r['cores']} cores, {r['lookup_processes']} lookup processes "
         f"({r['lookup_pool']}), task events {'on' if r['task_events'] else 'off'}"

@@ -27,9 +27,11 @@ DEMO = [
 
 
 def demo(client: Client) -> None:
+    # A fresh tenant per run, so the cold question is cold even when .var/local keeps earlier answers.
+    base = f"demo-{int(time.time())}"
     print(f"\n{'what':<46} {'tier':<9} {'similarity':>10} {'latency':>10}  answer")
     for i, (what, question) in enumerate(DEMO):
-        tenant = "demo-b" if "tenant" in what else "demo"
+        tenant = f"{base}-b" if "tenant" in what else base
         start = time.perf_counter()
         reply = client.ask(question, tenant=tenant, timeout=30)
         ms = (time.perf_counter() - start) * 1000
@@ -47,6 +49,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=os.cpu_count() or 2, help="processes per node")
     parser.add_argument("--lookup-pool", choices=["solo", "prefork"], default="solo")
     parser.add_argument("--flower-port", type=int, default=5555)
+    parser.add_argument("--gateway-port", type=int, default=8080)
     parser.add_argument("--llm-delay-ms", type=float, default=800.0)
     parser.add_argument("--no-wait", action="store_true", help="stop after the demo instead of waiting")
     args = parser.parse_args()
@@ -67,11 +70,20 @@ def main() -> None:
         os.environ.update(stack.env())
         nodes = stack.start_workers(args.workers, args.concurrency, lookup_pool=args.lookup_pool)
         stack.start_flower(args.flower_port)
+        # A local API key for the demo tenant, derived from the stack's secret so it is stable across runs.
+        api_key = f"local-{stack.password[:20]}"
+        gateway = stack.start_gateway(args.gateway_port, {api_key: "demo"})
         client = Client(Settings())
         names = client.wait_for_workers(len(nodes))
         print(f"workers up: {', '.join(names)}")
         demo(client)
         print(f"\nFlower: http://127.0.0.1:{args.flower_port}  (user dejavu, password in {stack.root}/secrets.env)")
+        print(f"Gateway (OpenAI-compatible): {gateway}/v1  API key {api_key} (tenant demo); try:")
+        print(
+            f"  curl -s {gateway}/v1/chat/completions -H 'Authorization: Bearer {api_key}' "
+            "-H 'Content-Type: application/json' "
+            '-d \'{"model": "standin-1", "messages": [{"role": "user", "content": "What is glaucoma?"}]}\''
+        )
         print(f"Logs: {stack.root}/*.log.  Point other shells at this stack with:")
         for key, value in stack.env().items():
             print(f"  export {key}='{value}'")

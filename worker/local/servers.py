@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import json
 import os
 import secrets
 import shutil
@@ -239,6 +240,15 @@ class LocalStack:
             f"--basic-auth=dejavu:{self.password}",
         ], env={**os.environ, **self.env()})  # fmt: skip
         _wait_for_port(port, self.procs["flower"], "flower", self.root / "flower.log")
+
+    def start_gateway(self, port: int, api_keys: dict[str, str]) -> str:
+        """The HTTP gateway on loopback; `api_keys` maps each API key to its tenant. Returns its base URL."""
+        self._check_free(port, "the gateway")
+        self.spawn("gateway", [
+            sys.executable, "-m", "producer.gateway", "--host", "127.0.0.1", "--port", str(port),
+        ], env={**os.environ, **self.env(), "DEJAVU_GATEWAY_API_KEYS": json.dumps(api_keys)})  # fmt: skip
+        _wait_for_port(port, self.procs["gateway"], "gateway", self.root / "gateway.log")
+        return f"http://127.0.0.1:{port}"
 
     def stop_one(self, name: str, sig: int = signal.SIGTERM, timeout: float = 15) -> None:
         proc = self.procs.pop(name, None)
