@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import asyncpg
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
 from schemas.messages import ErrorCode, ReplyError
+
+# A server down or restarting: worth retrying later, or skipping on the reply path; anything else is a bug.
+UNREACHABLE = (OSError, TimeoutError, RedisConnectionError, RedisTimeoutError, asyncpg.PostgresConnectionError,
+               asyncpg.CannotConnectNowError, asyncpg.InterfaceError)  # fmt: skip
 
 
 class DejavuError(Exception):

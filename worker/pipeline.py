@@ -32,7 +32,7 @@ from schemas.messages import (
     Tier,
 )
 from worker import guards
-from worker.errors import DeadlineExceeded, ReplyableError
+from worker.errors import UNREACHABLE, DeadlineExceeded, ReplyableError
 from worker.runtime import Runtime
 from worker.tiers import Candidate
 
@@ -167,7 +167,7 @@ async def _pg_lookup(rt: Runtime, scope_id: str, vector: npt.NDArray[np.float32]
     # The durable tier is an optimization on the reply path: if Postgres is down, fall through to the LLM.
     try:
         return await rt.pg_tier.lookup_similar(scope_id, vector)
-    except (OSError, TimeoutError) as exc:
+    except UNREACHABLE as exc:
         log.warning("pgvector lookup skipped, Postgres unreachable: %r", exc)
         return None
 

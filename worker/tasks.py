@@ -6,7 +6,7 @@ import logging
 import os
 from typing import Any
 
-from celery.signals import worker_init, worker_process_init, worker_process_shutdown
+from celery.signals import worker_init, worker_process_init, worker_process_shutdown, worker_shutdown
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -46,7 +46,9 @@ def _open_runtime(**_: Any) -> None:
 
 
 @worker_process_shutdown.connect
+@worker_shutdown.connect
 def _close_runtime(**_: Any) -> None:
+    # Prefork children get the first signal; solo and threads pools run tasks in the main process.
     runtime.shutdown()
 
 

@@ -2,17 +2,9 @@
 
 from __future__ import annotations
 
-import asyncpg
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-
 from schemas.cache import WritebackJob
-from worker.errors import TransientError
+from worker.errors import UNREACHABLE, TransientError
 from worker.runtime import Runtime
-
-# Failures worth retrying later (server down or restarting); anything else is a bug and is logged.
-TRANSIENT = (OSError, TimeoutError, RedisConnectionError, RedisTimeoutError, asyncpg.PostgresConnectionError,
-             asyncpg.CannotConnectNowError, asyncpg.InterfaceError)  # fmt: skip
 
 
 async def store(job: WritebackJob, rt: Runtime) -> dict[str, bool]:
@@ -23,6 +15,6 @@ async def store(job: WritebackJob, rt: Runtime) -> dict[str, bool]:
             written["redis"] = await rt.redis_tier.store(job.entry)
         if job.pgvector:
             written["pgvector"] = await rt.pg_tier.store(job.entry)
-    except TRANSIENT as exc:
+    except UNREACHABLE as exc:
         raise TransientError(f"write-back of entry {job.entry.entry_id} will be retried: {exc!r}") from exc
     return written

@@ -1,0 +1,57 @@
+"""Promises that hold whatever happens underneath: one reply per request, servers locked down."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import asyncpg
+import pytest
+import redis
+
+from producer.client import Client
+from schemas.keys import LOOKUP_QUEUE, reply_key
+from schemas.taskwire import task_message
+from worker.local.servers import PG_DB, PG_USER, LocalStack
+
+
+def test_a_lookup_task_run_twice_publishes_one_reply(client: Client, rdb: redis.Redis, tenant: str) -> None:
+    # Given the same request delivered twice (a broker redelivery, a retrying producer) ...
+    request = client.request("Is this answered once?", tenant=tenant)
+    client.send(request)
+    client.send(request)
+    # ... the first reply arrives and no second one ever follows.
+    first = client.get_reply(request.request_id, timeout=15)
+    assert first.ok
+    time.sleep(1.5)
+    assert rdb.llen(reply_key(request.request_id)) == 0
+
+
+def test_same_task_message_twice_is_one_reply(client: Client, rdb: redis.Redis, tenant: str) -> None:
+    request = client.request("What is gout, asked twice?", tenant=tenant)
+    message = task_message("dejavu.lookup", LOOKUP_QUEUE, [request.model_dump_json()])
+    rdb.lpush(LOOKUP_QUEUE, message, message)
+    assert client.get_reply(request.request_id, timeout=15).ok
+    time.sleep(1.5)
+    assert rdb.llen(reply_key(request.request_id)) == 0
+
+
+def test_embedded_redis_refuses_without_password(stack: LocalStack) -> None:
+    anonymous = redis.Redis(host="127.0.0.1", port=stack.redis_port)
+    with pytest.raises(redis.AuthenticationError):
+        anonymous.ping()
+    anonymous.close()
+
+
+def test_embedded_postgres_refuses_without_password(stack: LocalStack) -> None:
+    async def connect(password: str | None) -> None:
+        conn = await asyncpg.connect(
+            host="127.0.0.1", port=stack.pg_port, user=PG_USER, database=PG_DB, password=password
+        )
+        await conn.close()
+
+    with pytest.raises((asyncpg.InvalidPasswordError, asyncpg.InvalidAuthorizationSpecificationError)):
+        asyncio.run(connect(None))
+    with pytest.raises(asyncpg.InvalidPasswordError):
+        asyncio.run(connect("wrong"))
+    asyncio.run(connect(stack.password))
