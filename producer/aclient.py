@@ -20,6 +20,7 @@ from producer.base import (
     MessageInput,
     ReplyTimeout,
     build_request,
+    check_enqueued,
     lookup_message,
     make_celery,
     ping,
@@ -27,6 +28,7 @@ from producer.base import (
 )
 from schemas.keys import LOOKUP_QUEUE, reply_key
 from schemas.messages import ChatReply, ChatRequest
+from worker.lua import script
 from worker.settings import Settings, get_settings
 
 
@@ -37,6 +39,7 @@ class AsyncClient:
         self.redis = aioredis.Redis.from_url(
             self.settings.redis_url, protocol=2, socket_timeout=None, socket_connect_timeout=5
         )
+        self._enqueue = self.redis.register_script(script("enqueue_bounded"))
         self.celery = make_celery(self.settings)
 
     def request(
@@ -59,7 +62,8 @@ class AsyncClient:
 
     async def send(self, request: ChatRequest) -> str:
         """Enqueue a validated request; returns its id."""
-        await self.redis.lpush(LOOKUP_QUEUE, lookup_message(request))
+        result = await self._enqueue(keys=[LOOKUP_QUEUE], args=[self.settings.max_queue_depth, lookup_message(request)])
+        check_enqueued(int(result), self.settings)
         return request.request_id
 
     async def submit(self, question: str | None = None, **kwargs: Any) -> str:

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from celery import Celery
 
 from schemas.keys import LOOKUP_QUEUE, LOOKUP_TASK, reply_key
-from schemas.messages import CTX_MAX_QUESTION_BYTES, ChatMessage, ChatRequest
+from schemas.messages import CTX_MAX_QUESTION_BYTES, ChatMessage, ChatRequest, ErrorCode
 from schemas.taskwire import task_message
 from worker.settings import Settings
 
@@ -30,6 +30,26 @@ class ReplyTimeout(TimeoutError):
         self.queue_depth = queue_depth
         self.workers = workers
         super().__init__(timeout_message(request_id, timeout, queue_depth, workers))
+
+
+class Overloaded(Exception):
+    """Refused at once: the lookup queue is deeper than `max_queue_depth`, so the request would time out there."""
+
+    code = ErrorCode.OVERLOADED
+
+    def __init__(self, queue_depth: int, retry_after_s: int) -> None:
+        self.queue_depth = queue_depth
+        self.retry_after_s = retry_after_s
+        super().__init__(
+            f"overloaded: the {LOOKUP_QUEUE} queue holds {queue_depth} requests (limit reached); "
+            f"retry in {retry_after_s}s or add lookup workers"
+        )
+
+
+def check_enqueued(result: int, settings: Settings) -> None:
+    """Interpret the enqueue script's answer (schemas: worker/lua/enqueue_bounded.lua)."""
+    if result < 0:
+        raise Overloaded(-result, settings.overloaded_retry_after_s)
 
 
 def timeout_message(request_id: str, timeout: float, queue_depth: int | None, workers: list[str] | None) -> str:

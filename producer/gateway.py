@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from redis.exceptions import RedisError
 
 from producer.aclient import AsyncClient
-from producer.base import ReplyTimeout
+from producer.base import Overloaded, ReplyTimeout
 from producer.metrics import GatewayMetrics
 from producer.openai_compat import CompletionBody, completion, completion_chunks
 from producer.probes import pg_ping
@@ -177,6 +177,9 @@ async def answer(request: web.Request, chat: ChatRequest) -> ChatReply:
         reply = await request.app[CLIENT].ask_request(chat)
     except ReplyTimeout as exc:
         raise GatewayError(504, "timeout", str(exc)) from None
+    except Overloaded as exc:
+        headers = {"Retry-After": str(exc.retry_after_s)}
+        raise GatewayError(503, "overloaded", str(exc), headers=headers) from None
     except (RedisError, OSError, OperationalError) as exc:
         raise GatewayError(503, "unavailable", f"the request queue is unreachable: {exc}") from None
     if reply.ok:

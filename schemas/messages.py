@@ -97,6 +97,7 @@ class ErrorCode(StrEnum):
     DEADLINE = "deadline"  # the deadline passed before an answer was ready
     LLM_ERROR = "llm_error"  # the LLM answered with an error or an unreadable body
     LLM_TIMEOUT = "llm_timeout"  # the LLM did not answer in time
+    OVERLOADED = "overloaded"  # the lookup queue is too deep; retry after a moment
     INTERNAL = "internal"  # a bug or an unexpected failure in the worker
 
 

@@ -93,6 +93,10 @@ class Settings(BaseSettings):
     # How long an unread reply waits for a producer that starts listening late.
     reply_ttl_s: int = 600
     default_timeout_s: float = 30.0
+    # Producers refuse new requests with `overloaded` while the lookup queue is this deep (0: never).
+    max_queue_depth: int = 2000
+    # What an overloaded producer tells callers to wait before retrying (HTTP Retry-After).
+    overloaded_retry_after_s: int = 1
     # Earlier turns of a conversation join the cache scope (off: only system prompt + question).
     scope_includes_history: bool = True
     # Refuse neighbours above the threshold that differ in negation, numbers, question kind or names.

@@ -9,10 +9,11 @@ import asyncpg
 import pytest
 import redis
 
-from producer.client import Client
+from producer import AsyncClient, Client, Overloaded
 from schemas.keys import LOOKUP_QUEUE, reply_key
 from schemas.taskwire import task_message
 from worker.local.servers import PG_DB, PG_USER, LocalStack
+from worker.settings import Settings
 
 
 def test_a_lookup_task_run_twice_publishes_one_reply(client: Client, rdb: redis.Redis, tenant: str) -> None:
@@ -55,3 +56,32 @@ def test_embedded_postgres_refuses_without_password(stack: LocalStack) -> None:
     with pytest.raises(asyncpg.InvalidPasswordError):
         asyncio.run(connect("wrong"))
     asyncio.run(connect(stack.password))
+
+
+def test_producers_refuse_at_once_when_the_queue_is_too_deep(stack: LocalStack, tenant: str) -> None:
+    # Database 1 has no worker: its lookup queue only grows, as under a backlog.
+    db1 = stack.redis_url.removesuffix("/0") + "/1"
+    settings = Settings(redis_url=db1, max_queue_depth=2, overloaded_retry_after_s=3)
+    client = Client(settings)
+    raw = redis.Redis.from_url(db1)
+    try:
+        client.submit("first?", tenant=tenant)
+        client.submit("second?", tenant=tenant)
+        start = time.perf_counter()
+        with pytest.raises(Overloaded) as refused:
+            client.submit("third?", tenant=tenant)
+        assert time.perf_counter() - start < 0.5  # at once, not after a timeout
+        assert refused.value.queue_depth == 2 and refused.value.retry_after_s == 3
+        assert "retry in 3s" in str(refused.value)
+        assert raw.llen(LOOKUP_QUEUE) == 2  # the refused request was not queued
+
+        async def async_refused() -> None:
+            async with AsyncClient(settings) as aclient:
+                with pytest.raises(Overloaded):
+                    await aclient.submit("fourth?", tenant=tenant)
+
+        asyncio.run(async_refused())
+    finally:
+        raw.delete(LOOKUP_QUEUE)  # never FLUSHDB: RediSearch drops its indexes on any flush
+        raw.close()
+        client.close()
