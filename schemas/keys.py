@@ -6,11 +6,14 @@ LOOKUP_QUEUE = "lookup"
 # CPU-bound lookup processes never sit idle behind an LLM call.
 LLM_QUEUE = "llm"
 WRITEBACK_QUEUE = "writeback"
+# Chunks of a bulk load (`dejavu backfill`): consumed by lookup nodes, which round-robin it with `lookup`.
+BACKFILL_QUEUE = "backfill"
 
 # Task names are the wire contract between producers and workers (producers send by name).
 LOOKUP_TASK = "dejavu.lookup"
 COMPLETE_TASK = "dejavu.complete"
 WRITEBACK_TASK = "dejavu.writeback"
+BACKFILL_TASK = "dejavu.backfill_chunk"
 
 # Every key this project writes starts here, so one Redis can be shared with other users.
 PREFIX = "dejavu"

@@ -1,7 +1,7 @@
 """The Celery app: wiring and settings only.
 
 Two kinds of worker node (docs/operations.md):
-    celery -A worker.app worker -Q lookup -c <cores>                    # CPU: embed + KNN, prefork
+    celery -A worker.app worker -Q lookup,backfill -c <cores>           # CPU: embed + KNN, bulk loads
     celery -A worker.app worker -Q llm,writeback -P threads -c 32        # I/O: LLM calls, write-back
 """
 
@@ -9,7 +9,16 @@ from __future__ import annotations
 
 from celery import Celery
 
-from schemas.keys import COMPLETE_TASK, LLM_QUEUE, LOOKUP_QUEUE, LOOKUP_TASK, WRITEBACK_QUEUE, WRITEBACK_TASK
+from schemas.keys import (
+    BACKFILL_QUEUE,
+    BACKFILL_TASK,
+    COMPLETE_TASK,
+    LLM_QUEUE,
+    LOOKUP_QUEUE,
+    LOOKUP_TASK,
+    WRITEBACK_QUEUE,
+    WRITEBACK_TASK,
+)
 from worker import broker
 from worker.settings import Settings, get_settings
 
@@ -35,6 +44,7 @@ def make_app(settings: Settings) -> Celery:
             LOOKUP_TASK: {"queue": LOOKUP_QUEUE},
             COMPLETE_TASK: {"queue": LLM_QUEUE},
             WRITEBACK_TASK: {"queue": WRITEBACK_QUEUE},
+            BACKFILL_TASK: {"queue": BACKFILL_QUEUE},
         },
         task_default_queue=LOOKUP_QUEUE,
         # Task events feed Flower's live task list; they halve hit throughput, so they are a setting.

@@ -126,6 +126,18 @@ class Settings(BaseSettings):
     gateway_api_keys: dict[str, str] = Field(default_factory=dict)
     gateway_max_body_bytes: int = 1024 * 1024
 
+    # --- backfill (`dejavu backfill`) ---
+    # Rows per chunk task: a lookup on the same node waits behind at most one chunk (~0.2 s at 64 rows).
+    backfill_chunk_rows: int = Field(default=64, ge=1, le=4096)
+    # Drop the HNSW index and build it after the load when the load has at least this many rows and
+    # at least `ratio` times the rows already in the table (worker.backfill.rebuild_hnsw).
+    backfill_hnsw_rebuild_min_rows: int = 10_000
+    backfill_hnsw_rebuild_ratio: float = 4.0
+    # For that build only: HNSW builds far faster when the graph fits in memory.
+    backfill_maintenance_work_mem: str = Field(default="512MB", pattern=r"^[0-9]+ ?(kB|MB|GB)$")
+    # How often the producer reads the chunks table for its progress bar.
+    backfill_poll_s: float = 0.5
+
     # --- Celery ---
     # Longer than the longest task; a task not acked by then is handed to another worker.
     visibility_timeout_s: int = 3600

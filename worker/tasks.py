@@ -11,8 +11,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from schemas.cache import WritebackJob
-from schemas.keys import COMPLETE_TASK, LLM_QUEUE, LOOKUP_TASK, WRITEBACK_QUEUE, WRITEBACK_TASK
-from worker import pipeline, runtime, writeback
+from schemas.keys import BACKFILL_TASK, COMPLETE_TASK, LLM_QUEUE, LOOKUP_TASK, WRITEBACK_QUEUE, WRITEBACK_TASK
+from worker import backfill, pipeline, runtime, writeback
 from worker.app import app
 from worker.errors import TransientError
 from worker.model_prep import prepared_model
@@ -81,3 +81,17 @@ def complete(payload: str) -> None:
 def writeback_task(payload: str) -> dict[str, bool]:
     rt = runtime.current(get_settings())
     return rt.run(writeback.store(WritebackJob.model_validate_json(payload), rt))
+
+
+@app.task(
+    name=BACKFILL_TASK,
+    bind=True,
+    autoretry_for=(TransientError,),
+    retry_backoff=1,
+    retry_backoff_max=60,
+    max_retries=None,
+)
+def backfill_chunk(self: Any, job_id: str, chunk_no: int) -> dict[str, int]:
+    # Acked late like every task: a chunk whose worker died is delivered again, and then skipped if done.
+    rt = runtime.current(get_settings())
+    return backfill.run_chunk(job_id, chunk_no, rt, worker=str(self.request.hostname))

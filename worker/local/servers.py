@@ -224,11 +224,11 @@ class LocalStack:
         if lookup_pool == "solo":
             names = [f"lookup{n}" for n in range(1, nodes * concurrency + 1)]
             for name in names:
-                self.start_worker(name, "lookup", "solo", 1)
+                self.start_worker(name, "lookup,backfill", "solo", 1)
         else:
             names = [f"lookup{n}" for n in range(1, nodes + 1)]
             for name in names:
-                self.start_worker(name, "lookup", "prefork", concurrency)
+                self.start_worker(name, "lookup,backfill", "prefork", concurrency)
         self.start_worker("io1", "llm,writeback", "threads", llm_threads)
         return [*names, "io1"]
 
