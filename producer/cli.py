@@ -9,13 +9,16 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from kombu.exceptions import OperationalError
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
+from producer import backfill
 from producer.aclient import AsyncClient
+from producer.backfill_read import Fields, FileFormatError
 from producer.base import ReplyTimeout
 from producer.client import Client
 from producer.probes import pg_entries, queue_depths, redis_entries
@@ -25,12 +28,14 @@ EXIT_OK = 0
 EXIT_ERROR_REPLY = 1
 EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 3
+EXIT_INTERRUPTED = 130
 
 EPILOG = """exit codes:
   0  ok (status: Redis and Postgres reachable and at least one worker answers)
   1  the cache answered with an error reply (its code and message go to stderr)
   2  usage error: bad arguments or an invalid request
-  3  no reply in time, or Redis / Postgres / the workers unreachable"""
+  3  no reply in time, or Redis / Postgres / the workers unreachable
+  130  backfill interrupted (Ctrl-C): `dejavu backfill --resume ID` finishes it"""
 
 UNREACHABLE = (RedisError, OSError, OperationalError)
 
@@ -146,13 +151,99 @@ def run_status(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK if _healthy(status) else EXIT_UNAVAILABLE
 
 
-# Later subcommands (backfill, eval, forget) join this table.
+# --- backfill ---
+
+
+def _warm(value: str) -> int:
+    if value == "all":
+        return backfill.WARM_ALL
+    if not value.isdigit():
+        raise argparse.ArgumentTypeError("expected 'all' or a number of rows")
+    return int(value)
+
+
+def _backfill_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("file", nargs="?", help="JSONL or CSV file of questions and answers, or - for stdin")
+    p.add_argument("--resume", metavar="ID", help="finish an interrupted backfill: re-enqueue its chunks not done")
+    p.add_argument("--question-field", default="question", help="field/column of the question (default: %(default)s)")
+    p.add_argument("--answer-field", default="answer", help="field/column of the answer (default: %(default)s)")
+    p.add_argument("--id-field", help="field/column naming each row, shown in the rejects file")
+    p.add_argument("--format", choices=["jsonl", "csv"], help="default: by extension (stdin: by the first byte)")
+    p.add_argument("--tenant", default="default", help="cache namespace (default: %(default)s)")
+    p.add_argument("--model", help="LLM model of the scope (default: DEJAVU_LLM_MODEL)")
+    p.add_argument("--system", help="system prompt of the scope: later asks must send the same one to hit")
+    p.add_argument(
+        "--on-duplicate",
+        choices=["keep-first", "keep-last"],
+        default="keep-first",
+        help="a question asked twice in the file, or already stored: keep the first answer (stored "
+        "rows stay) or the last (the file's answer replaces a stored one) (default: %(default)s)",
+    )
+    p.add_argument(
+        "--warm-redis",
+        type=_warm,
+        default=0,
+        metavar="all|N",
+        help="also store every row, or the last N rows of the file, in the Redis tiers",
+    )
+    p.add_argument("--rejects", type=Path, help="where rejected rows go (default: ./<file>.rejects.jsonl)")
+    p.add_argument("--no-wait", action="store_true", help="enqueue and exit; `--resume ID` waits later")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar, only the summary")
+
+
+def run_backfill(args: argparse.Namespace, settings: Settings) -> int:
+    if (args.file is None) == (args.resume is None):
+        return _fail("backfill takes a FILE or --resume ID", EXIT_USAGE)
+    progress = not args.no_progress
+    job_id = args.resume
+    try:
+        if job_id is not None:
+            summary = backfill.resume(job_id, settings, progress)
+        else:
+            options = backfill.Options(
+                source=args.file, fields=Fields(args.question_field, args.answer_field, args.id_field),
+                fmt=args.format, tenant=args.tenant, model=args.model, system=args.system,
+                on_duplicate=args.on_duplicate, warm_last=args.warm_redis, rejects_path=args.rejects,
+            )  # fmt: skip
+            started = backfill.start(options, settings)
+            job_id = started.job_id
+            print(
+                f"backfill {job_id}: {started.plan.read} rows read, {len(started.plan.rows)} to load in "
+                f"{started.chunks} chunks; if interrupted: dejavu backfill --resume {job_id}",
+                file=sys.stderr,
+            )
+            if args.no_wait:
+                return EXIT_OK
+            summary = backfill.wait(job_id, settings, progress, started.started_at, started.rejects_path, fresh=True)
+    except KeyboardInterrupt:
+        if job_id is None:
+            return _fail("interrupted before the job was registered: nothing was stored", EXIT_INTERRUPTED)
+        return _fail(
+            f"interrupted: queued chunks still load; `dejavu backfill --resume {job_id}` finishes the job",
+            EXIT_INTERRUPTED,
+        )
+    except (FileNotFoundError, IsADirectoryError, PermissionError, FileFormatError, ValidationError) as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    except backfill.UnknownJob as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    except UNREACHABLE as exc:
+        return _fail(f"cannot reach Redis or Postgres: {exc}", EXIT_UNAVAILABLE)
+    print(summary.text())
+    return EXIT_OK
+
+
+# Later subcommands (eval, forget) join this table.
 COMMANDS: dict[str, Command] = {
     "ask": Command(
         "ask a question and print the answer with its tier, similarity and latency", _ask_arguments, run_ask
     ),
     "status": Command(
         "show queue depths, workers that answer a ping, and entries per tier", _status_arguments, run_status
+    ),
+    "backfill": Command(
+        "load a JSONL/CSV file of questions and answers into the cache, through the backfill queue",
+        _backfill_arguments,
+        run_backfill,
     ),
 }
 
