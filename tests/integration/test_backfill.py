@@ -1,0 +1,245 @@
+"""`dejavu backfill` against the real stack: load MedQuAD slices, then ask through the normal request path."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import redis
+
+from producer import backfill
+from producer.backfill_read import Fields, plan, read_rows
+from producer.base import make_celery, ping
+from producer.client import Client
+from schemas.cache import entry_id, question_hash
+from schemas.keys import BACKFILL_QUEUE, entry_prefix
+from schemas.messages import Tier
+from tests.conftest import llm_calls
+from worker.local.servers import LocalStack
+from worker.settings import Settings
+
+DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "medquad_qa.jsonl"
+SYSTEM = "You answer questions about health."
+PROFILE = "minilm"
+EXACT = "What are the symptoms of Hairy Cell Leukemia ?"
+PARAPHRASED = ("What are the symptoms of Gastrointestinal Stromal Tumors ?",
+               "What are the signs and symptoms of gastrointestinal stromal tumors?")  # fmt: skip
+
+
+def medquad(start: int, n: int) -> list[dict[str, Any]]:
+    with DATA.open() as f:
+        lines = [line for i, line in enumerate(f) if start <= i < start + n]
+    return [json.loads(line) for line in lines]
+
+
+def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def options(path: Path, tenant: str, **change: Any) -> backfill.Options:
+    fields = Fields("question", "answer", "qid")
+    return backfill.Options(source=str(path), fields=fields, tenant=tenant, system=SYSTEM, **change)
+
+
+def unique_questions(path: Path) -> int:
+    with path.open("rb") as f:
+        return len(plan(read_rows(f, "jsonl", Fields(), Settings().max_question_bytes), "keep-first").rows)
+
+
+def pg(query: str, *args: object) -> Any:
+    async def go() -> Any:
+        conn = await asyncpg.connect(Settings().pg_dsn)
+        try:
+            return await conn.fetchrow(query, *args)
+        finally:
+            await conn.close()
+
+    return asyncio.run(go())
+
+
+def stored(opts: backfill.Options) -> tuple[int, int]:
+    """Rows in the scope, and distinct questions among them."""
+    scope = backfill.scope_of(opts, Settings())
+    row = pg(f"SELECT count(*), count(DISTINCT question_hash) FROM dejavu_entries_{PROFILE} WHERE scope_id = $1",
+             scope.scope_id)  # fmt: skip
+    return int(row[0]), int(row[1])
+
+
+def chunks_done(job_id: str) -> tuple[int, int]:
+    row = pg("SELECT count(*) FILTER (WHERE done), count(*) FROM dejavu_backfill_chunks WHERE job_id = $1", job_id)
+    return int(row[0]), int(row[1])
+
+
+def wait_until(check: Any, timeout: float = 60.0) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if check():
+            return
+        time.sleep(0.1)
+    raise AssertionError("condition not met in time")
+
+
+def test_backfill_then_ask_exact_and_paraphrased_without_the_llm(
+    client: Client, stack: LocalStack, tenant: str, tmp_path: Path
+) -> None:
+    rows = medquad(0, 2000)
+    path = write_jsonl(tmp_path / "medquad.jsonl", rows)
+    expected = unique_questions(path)
+    opts = options(path, tenant)
+
+    summary = backfill.run(opts, Settings())
+    assert (summary.read, summary.inserted, summary.rejected, summary.present) == (2000, expected, 0, 0)
+    assert summary.duplicates_in_file == 2000 - expected and not summary.hnsw_rebuilt
+    assert stored(opts) == (expected, expected)
+    assert 0 < summary.embed_share < 1
+
+    first_answer = {r["question"]: r["answer"] for r in reversed(rows)}  # keep-first: the first one wins
+    exact = client.ask(EXACT, tenant=tenant, system=SYSTEM)
+    assert exact.tier == Tier.PGVECTOR and exact.answer == first_answer[EXACT], exact
+    original, paraphrase = PARAPHRASED
+    para = client.ask(paraphrase, tenant=tenant, system=SYSTEM)
+    assert para.tier == Tier.PGVECTOR and para.answer == first_answer[original], para
+    assert para.similarity is not None and para.similarity < 1.0
+    assert llm_calls(stack, EXACT) == 0 and llm_calls(stack, paraphrase) == 0
+    # Another system prompt is another scope: nothing was loaded there.
+    assert client.ask(EXACT, tenant=tenant, system="Other.").tier == Tier.LLM
+
+    again = backfill.run(opts, Settings())
+    assert (again.inserted, again.updated, again.present) == (0, 0, expected)
+    assert stored(opts) == (expected, expected)
+
+
+def test_duplicates_policy_and_redis_warming(client: Client, rdb: redis.Redis, tenant: str, tmp_path: Path) -> None:
+    tag = uuid.uuid4().hex[:8]
+    question = f"What is code {tag} used for?"
+    rows = [{"qid": str(i), "question": f"What does marker {tag}-{i} mean?", "answer": f"marker {i}"} for i in range(4)]
+    rows.insert(1, {"qid": "first", "question": question, "answer": "the first answer"})
+    rows.append({"qid": "last", "question": f"  what is CODE {tag} used for? ", "answer": "the last answer"})
+    path = write_jsonl(tmp_path / "dups.jsonl", rows)
+
+    # keep-first, the last 2 kept rows warmed: the question's first answer is in Redis, the early markers not.
+    opts = options(path, tenant, warm_last=2)
+    first = backfill.run(opts, Settings())
+    assert (first.inserted, first.duplicates_in_file, first.warmed) == (5, 1, 2)
+    scope = backfill.scope_of(opts, Settings())
+    in_redis = [bool(rdb.exists(entry_prefix(PROFILE) + entry_id(scope, question_hash(r["question"])))) for r in rows]
+    assert in_redis == [False, False, False, True, True, False]
+    reply = client.ask(f"What does marker {tag}-3 mean?", tenant=tenant, system=SYSTEM)
+    assert reply.tier == Tier.EXACT and reply.answer == "marker 3"
+    assert client.ask(question, tenant=tenant, system=SYSTEM).answer == "the first answer"
+
+    # keep-last: the file's last answer replaces the stored one, in Postgres and in Redis; a re-run changes nothing.
+    last = backfill.run(options(path, tenant, on_duplicate="keep-last", warm_last=backfill.WARM_ALL), Settings())
+    assert (last.inserted, last.updated, last.present, last.warmed) == (0, 1, 4, 5)
+    reply = client.ask(question, tenant=tenant, system=SYSTEM)
+    assert reply.tier == Tier.EXACT and reply.answer == "the last answer"
+    again = backfill.run(options(path, tenant, on_duplicate="keep-last"), Settings())
+    assert (again.inserted, again.updated) == (0, 0)
+    assert stored(opts) == (5, 5)
+
+
+def test_worker_killed_mid_backfill_then_resume_loads_exactly_once(
+    stack: LocalStack, tenant: str, tmp_path: Path
+) -> None:
+    path = write_jsonl(tmp_path / "kill.jsonl", medquad(2000, 1200))
+    expected = unique_questions(path)
+    opts = options(path, tenant)
+    settings = Settings()
+    celery = make_celery(settings)
+    # Only the node about to be killed takes backfill chunks, so it dies holding one.
+    celery.control.cancel_consumer(BACKFILL_QUEUE, reply=True, timeout=5)
+    try:
+        stack.start_worker("bfkill", "lookup,backfill", "solo", 1)
+        wait_until(lambda: any(name.startswith("bfkill@") for name in ping(celery, 0.5)))
+        started = backfill.start(opts, settings)
+        wait_until(lambda: chunks_done(started.job_id)[0] >= 3)
+        stack.stop_one("bfkill", signal.SIGKILL)
+        done, total = chunks_done(started.job_id)
+        assert 3 <= done < total
+    finally:
+        stack.stop_one("bfkill", signal.SIGKILL)
+        celery.control.add_consumer(BACKFILL_QUEUE, reply=True, timeout=5)
+        celery.close()
+
+    # The dead node's chunk is unacked until the visibility timeout: resume hands it out again now.
+    summary = backfill.resume(started.job_id, settings)
+    assert summary.inserted == expected and summary.present == 0
+    assert chunks_done(started.job_id) == (total, total)
+    assert stored(opts) == (expected, expected)
+
+
+def dejavu(stack: LocalStack, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "producer.cli", "backfill", *args],
+        env={**os.environ, **stack.env()}, input=stdin, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def test_broken_rows_are_rejected_and_the_good_ones_loaded(stack: LocalStack, tenant: str, tmp_path: Path) -> None:
+    tag = uuid.uuid4().hex[:8]
+    good = [{"qid": f"g{i}", "question": f"What is fact {tag}-{i}?", "answer": f"fact {i}"} for i in range(6)]
+    lines = [json.dumps(good[0]).encode(), b"{broken json", json.dumps(good[1]).encode(),
+             json.dumps({"qid": "no-answer", "question": "Where is the answer?"}).encode(),
+             json.dumps({"qid": "empty", "question": " ", "answer": "x"}).encode(),
+             json.dumps({"qid": "long", "question": "x" * 9000, "answer": "x"}).encode(),
+             b'{"qid": "latin1", "question": "caf\xe9?", "answer": "x"}',
+             *(json.dumps(g).encode() for g in good[2:])]  # fmt: skip
+    path = tmp_path / "broken.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    rejects = tmp_path / "rejects.jsonl"
+
+    out = dejavu(stack, str(path), "--tenant", tenant, "--system", SYSTEM, "--id-field", "qid",
+                 "--rejects", str(rejects), "--no-progress")  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "6 loaded" in out.stdout and "5 rejected" in out.stdout and str(rejects) in out.stdout
+    listed = [json.loads(line) for line in rejects.read_text().splitlines()]
+    assert [(r["line"], r["id"]) for r in listed] == [(2, None), (4, "no-answer"), (5, "empty"), (6, "long"),
+                                                      (7, None)]  # fmt: skip
+    assert listed[0]["reason"].startswith("invalid JSON") and listed[1]["reason"] == "missing field 'answer'"
+    assert listed[3]["reason"].startswith("question too long") and listed[4]["reason"].startswith("bad encoding")
+    assert stored(options(path, tenant)) == (6, 6)
+
+    # CSV on stdin, with other column names.
+    csv_text = "id,q,a\n" + "".join(f'{i},"What is CSV row {tag}-{i}?","row {i}"\n' for i in range(3)) + "9,,x\n"
+    out = dejavu(stack, "-", "--tenant", tenant, "--question-field", "q", "--answer-field", "a",
+                 "--rejects", str(tmp_path / "csv.rejects.jsonl"), "--no-progress", stdin=csv_text)  # fmt: skip
+    assert out.returncode == 0 and "3 loaded" in out.stdout and "1 rejected" in out.stdout, out.stderr
+
+
+def test_cli_usage_errors(stack: LocalStack, tmp_path: Path) -> None:
+    assert dejavu(stack).returncode == 2
+    assert dejavu(stack, "--resume", "bf-nosuchjob").returncode == 2
+    assert dejavu(stack, str(tmp_path / "missing.jsonl")).returncode == 2
+    (tmp_path / "x.csv").write_text("question,reply\nq?,a\n")
+    out = dejavu(stack, str(tmp_path / "x.csv"))
+    assert out.returncode == 2 and "'answer'" in out.stderr
+
+
+def test_ctrl_c_of_the_producer_then_resume(stack: LocalStack, tenant: str, tmp_path: Path) -> None:
+    path = write_jsonl(tmp_path / "ctrlc.jsonl", medquad(3200, 400))
+    expected = unique_questions(path)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "producer.cli", "backfill", str(path), "--tenant", tenant, "--system", SYSTEM],
+        env={**os.environ, **stack.env()}, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert proc.stderr is not None
+    first = proc.stderr.readline()  # "backfill <id>: ... rows read ..." once the job is registered
+    job_id = first.split()[1].rstrip(":")
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode in (0, 130), err  # 0: it had already finished
+    if proc.returncode == 130:
+        assert f"--resume {job_id}" in err
+    out = dejavu(stack, "--resume", job_id, "--no-progress")
+    assert out.returncode == 0 and job_id in out.stdout, out.stderr
+    assert stored(options(path, tenant)) == (expected, expected)
