@@ -90,6 +90,7 @@ class Summary:
     worker_ms: float
     hnsw_rebuilt: bool
     rejects_path: Path | None = None
+    hnsw_build_s: float = 0.0  # of `seconds`, spent building the index after the load
 
     @property
     def rows_per_s(self) -> float:
@@ -289,10 +290,12 @@ async def _wait(
                     )
         finally:
             bar.close()
+        build_start = time.perf_counter()
         if job["hnsw_rebuild"] is not None and job["finished_at"] is None:
             if progress:
                 print(f"{job_id}: building the HNSW index after the load ...", file=sys.stderr)
             await build_hnsw(conn, job["hnsw_rebuild"], settings.backfill_maintenance_work_mem)
+        build_s = time.perf_counter() - build_start
         await conn.execute(sqlfiles.query("backfill_job_finish", profile), job_id)
         return Summary(
             job_id=job_id, read=job["rows_read"], kept=job["rows_kept"], inserted=state["inserted"],
@@ -300,7 +303,7 @@ async def _wait(
             rejected=job["rejected"], warmed=state["warmed"], rows_this_run=int(state["rows_done"]) - first_done,
             seconds=time.perf_counter() - started_at, embed_ms=float(state["embed_ms"]),
             worker_ms=float(state["total_ms"]), hnsw_rebuilt=job["hnsw_rebuild"] is not None,
-            rejects_path=rejects_path,
+            rejects_path=rejects_path, hnsw_build_s=build_s,
         )  # fmt: skip
     finally:
         await r.aclose()
