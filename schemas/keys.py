@@ -21,6 +21,9 @@ PREFIX = "dejavu"
 REPLY_PREFIX = f"{PREFIX}:reply:"
 # Marks a request as answered (SET NX), so a task run twice publishes one reply.
 REPLIED_PREFIX = f"{PREFIX}:replied:"
+# Coalescing: the lease of the task calling the LLM for an entry, and the answer it publishes.
+PENDING_PREFIX = f"{PREFIX}:pending:"
+COALESCED_ANSWER_PREFIX = f"{PREFIX}:coalesced:"
 
 
 def entry_prefix(profile: str) -> str:

@@ -90,6 +90,7 @@ class Tier(StrEnum):
     REDIS = "redis"
     PGVECTOR = "pgvector"
     LLM = "llm"
+    COALESCED = "coalesced"  # a concurrent identical miss's LLM answer
 
 
 class ErrorCode(StrEnum):

@@ -20,7 +20,8 @@ from worker.settings import Settings, get_settings
 
 # Short LLM limits so fault tests take seconds, not minutes.
 WORKER_ENV = {
-    "DEJAVU_LLM_TIMEOUT_S": "2",
+    # Long enough that a loaded 2-core machine never times out the 100 ms stand-in by accident.
+    "DEJAVU_LLM_TIMEOUT_S": "4",
     "DEJAVU_LLM_MAX_RETRIES": "1",
     "DEJAVU_LLM_BACKOFF_S": "0.05",
 }

@@ -1,7 +1,7 @@
 """The request path, in the order it runs. Read this file first.
 
     lookup queue:  intake -> deadline -> exact -> embed -> redis KNN -> pgvector KNN -> reply
-    llm queue:     (every tier missed) LLM -> reply
+    llm queue:     (every tier missed) already answered? -> LLM, one call per burst -> reply
     writeback:     store new answers in every tier; promote pgvector hits into Redis
 
 Each stage returns early on a hit. A full miss is handed to the `llm` queue, so the CPU-bound lookup
@@ -128,20 +128,28 @@ async def complete(raw: str, rt: Runtime) -> WritebackJob | None:
     """7. the LLM, only when every tier missed; publish its answer and store it in every tier."""
     job = MissJob.model_validate_json(raw, context=_context(rt))
     request, start = job.request, time.perf_counter()
+    # A redelivered task whose request was already answered must not pay for the LLM again.
+    if await rt.replies.answered(request.request_id):
+        return None
+    scope = Scope.of(request, rt.settings.scope_includes_history)
+    qhash = question_hash(request.question)
+    eid = entry_id(scope, qhash)
     try:
         if request.expired():
             raise DeadlineExceeded("the request's deadline passed while it waited for the LLM queue")
-        text = await rt.llm.complete(request.model, request.messages, request.deadline)
+        text, led = await rt.coalescer.answer(
+            eid, lambda: rt.llm.complete(request.model, request.messages, request.deadline), request.deadline
+        )
     except ReplyableError as exc:
         await rt.replies.publish(request.reply_to, ChatReply(request_id=request.request_id, error=exc.to_reply()))
         return None
     timings = {**job.timings_ms, "llm": round((time.perf_counter() - start) * 1000, 3)}
     timings["total"] = round(sum(v for k, v in timings.items() if k != "queue_wait"), 3)
-    scope = Scope.of(request, rt.settings.scope_includes_history)
-    qhash = question_hash(request.question)
-    eid = entry_id(scope, qhash)
-    reply = ChatReply(request_id=request.request_id, answer=text, tier=Tier.LLM, entry_id=eid, timings_ms=timings)
+    tier = Tier.LLM if led else Tier.COALESCED
+    reply = ChatReply(request_id=request.request_id, answer=text, tier=tier, entry_id=eid, timings_ms=timings)
     await rt.replies.publish(request.reply_to, reply)
+    if not led:  # the leader stores the entry
+        return None
     vector = np.frombuffer(job.vector, dtype=np.float32)
     return WritebackJob(entry=_entry(scope, eid, request.question, qhash, text, vector))
 

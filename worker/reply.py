@@ -11,8 +11,12 @@ from worker.lua import script
 
 class ReplyPublisher:
     def __init__(self, client: aioredis.Redis, ttl_s: int) -> None:
+        self.client = client
         self.ttl_s = ttl_s
         self._publish = client.register_script(script("publish_reply"))
+
+    async def answered(self, request_id: str) -> bool:
+        return bool(await self.client.exists(REPLIED_PREFIX + request_id))
 
     async def publish(self, reply_to: str, reply: ChatReply) -> bool:
         """Push the reply unless this request was already answered; False when it was."""

@@ -24,6 +24,7 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from worker.coalesce import Coalescer
 from worker.embed import Embedder
 from worker.llm import LLMClient
 from worker.reply import ReplyPublisher
@@ -62,6 +63,7 @@ class Runtime:
     pg_tier: PgTier
     llm: LLMClient
     replies: ReplyPublisher
+    coalescer: Coalescer
     _embedder: Embedder | None = None
     _embedder_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -110,6 +112,7 @@ class Runtime:
             pg_tier=PgTier(pg_pool, profile.name),
             llm=llm,
             replies=ReplyPublisher(redis, settings.reply_ttl_s),
+            coalescer=Coalescer(redis, settings.coalesce_lease_s),
         )
 
     @property

@@ -87,6 +87,9 @@ class Settings(BaseSettings):
     llm_timeout_s: float = 60.0
     llm_max_retries: int = 2
     llm_backoff_s: float = 0.5
+    # Lease of the task calling the LLM for a burst of identical misses, renewed while it runs;
+    # a crashed leader holds its followers back at most this long.
+    coalesce_lease_s: float = 5.0
 
     # --- requests and replies ---
     max_question_bytes: int = 8 * 1024

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 
 import asyncpg
 import pytest
@@ -11,7 +13,9 @@ import redis
 
 from producer import AsyncClient, Client, Overloaded
 from schemas.keys import LOOKUP_QUEUE, reply_key
+from schemas.messages import Tier
 from schemas.taskwire import task_message
+from tests.conftest import llm_calls
 from worker.local.servers import PG_DB, PG_USER, LocalStack
 from worker.settings import Settings
 
@@ -85,3 +89,17 @@ def test_producers_refuse_at_once_when_the_queue_is_too_deep(stack: LocalStack, 
         raw.delete(LOOKUP_QUEUE)  # never FLUSHDB: RediSearch drops its indexes on any flush
         raw.close()
         client.close()
+
+
+def test_a_burst_of_identical_misses_costs_one_llm_call(client: Client, stack: LocalStack, tenant: str) -> None:
+    # Given 10 producers asking the same cold question at the same moment ...
+    question = f"What is the boiling point of water on Everest ({tenant})?"
+    with ThreadPoolExecutor(10) as pool:
+        replies = list(pool.map(lambda _: client.ask(question, tenant=tenant, timeout=20), range(10)))
+    # ... the LLM is asked once, and every reply carries that one answer.
+    seen = [(r.tier, r.error, r.timings_ms.get("llm")) for r in replies]
+    assert llm_calls(stack, question) == 1, seen
+    assert all(r.ok for r in replies) and len({r.answer for r in replies}) == 1
+    tiers = Counter(r.tier for r in replies)
+    # Late arrivals may find the leader's answer already stored and be served by any tier; never a 2nd call.
+    assert tiers[Tier.LLM] == 1 and tiers[Tier.COALESCED] + tiers[Tier.LLM] >= 2

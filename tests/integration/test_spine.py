@@ -115,7 +115,7 @@ def test_multi_turn_does_not_hit_single_turn_entry(client: Client, rdb: redis.Re
 
 @pytest.mark.parametrize(
     ("marker", "code"),
-    [("[[standin:status=500]]", ErrorCode.LLM_ERROR), ("[[standin:sleep=5]]", ErrorCode.LLM_TIMEOUT),
+    [("[[standin:status=500]]", ErrorCode.LLM_ERROR), ("[[standin:sleep=9]]", ErrorCode.LLM_TIMEOUT),
      ("[[standin:malformed]]", ErrorCode.LLM_ERROR)],
     ids=["http-500", "timeout", "malformed-body"],
 )  # fmt: skip
