@@ -30,8 +30,9 @@ lint: install  ## ruff and mypy
 test: lint  ## lint, then the unit and integration tests against real servers the suite starts
 	$(BIN)/pytest
 
-bench: install  ## end-to-end latency per tier and sustained hits/s; writes bench/results/latest.json
+bench: install  ## latency per tier, hits/s (direct and gateway), full MedQuAD backfill; bench/results/latest.json
 	$(BIN)/python -m bench.spine
+	$(BIN)/python -m bench.backfill
 
 clean:  ## remove the venv and local server data
 	rm -rf $(VENV) .var

@@ -203,7 +203,9 @@ def main() -> None:
     finally:
         stack.stop()
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    # Merge: other benchmarks (bench.backfill) write their own keys into the same file.
+    previous = json.loads(args.out.read_text()) if args.out.exists() else {}
+    args.out.write_text(json.dumps(previous | results, indent=2) + "\n")
     report(results)
     print(f"\nwritten to {args.out}")
 
