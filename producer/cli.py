@@ -19,7 +19,7 @@ from redis.exceptions import RedisError
 from producer import backfill
 from producer.aclient import AsyncClient
 from producer.backfill_read import Fields, FileFormatError
-from producer.base import ReplyTimeout
+from producer.base import Overloaded, ReplyTimeout
 from producer.client import Client
 from producer.probes import pg_entries, queue_depths, redis_entries
 from worker.settings import Settings, get_settings
@@ -34,7 +34,7 @@ EPILOG = """exit codes:
   0  ok (status: Redis and Postgres reachable and at least one worker answers)
   1  the cache answered with an error reply (its code and message go to stderr)
   2  usage error: bad arguments or an invalid request
-  3  no reply in time, or Redis / Postgres / the workers unreachable
+  3  no reply in time, overloaded (queue too deep), or Redis / Postgres / the workers unreachable
   130  backfill interrupted (Ctrl-C): `dejavu backfill --resume ID` finishes it"""
 
 UNREACHABLE = (RedisError, OSError, OperationalError)
@@ -74,7 +74,7 @@ def run_ask(args: argparse.Namespace, settings: Settings) -> int:
         latency_ms = (time.perf_counter() - start) * 1000
     except (ValidationError, ValueError) as exc:
         return _fail(f"invalid request: {exc}", EXIT_USAGE)
-    except ReplyTimeout as exc:
+    except (ReplyTimeout, Overloaded) as exc:
         return _fail(str(exc), EXIT_UNAVAILABLE)
     except UNREACHABLE as exc:
         return _fail(f"cannot reach the queue at DEJAVU_REDIS_URL: {exc}", EXIT_UNAVAILABLE)

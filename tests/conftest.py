@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -71,6 +72,16 @@ def rdb(stack: LocalStack) -> Iterator[redis.Redis]:
 def tenant() -> str:
     """A fresh tenant per test: scopes keep tests from seeing each other's entries."""
     return f"t-{uuid.uuid4().hex[:12]}"
+
+
+def wait_until(check: Callable[[], object], timeout: float = 15.0) -> None:
+    """Poll `check` until it is true; write-backs and worker starts land asynchronously."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if check():
+            return
+        time.sleep(0.1)
+    raise AssertionError("condition not met in time")
 
 
 def llm_calls(stack: LocalStack, question: str) -> int:

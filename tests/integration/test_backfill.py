@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from producer.client import Client
 from schemas.cache import entry_id, question_hash
 from schemas.keys import BACKFILL_QUEUE, entry_prefix
 from schemas.messages import Tier
-from tests.conftest import llm_calls
+from tests.conftest import llm_calls, wait_until
 from worker.local.servers import LocalStack
 from worker.settings import Settings
 
@@ -78,15 +77,6 @@ def stored(opts: backfill.Options) -> tuple[int, int]:
 def chunks_done(job_id: str) -> tuple[int, int]:
     row = pg("SELECT count(*) FILTER (WHERE done), count(*) FROM dejavu_backfill_chunks WHERE job_id = $1", job_id)
     return int(row[0]), int(row[1])
-
-
-def wait_until(check: Any, timeout: float = 60.0) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if check():
-            return
-        time.sleep(0.1)
-    raise AssertionError("condition not met in time")
 
 
 def test_backfill_then_ask_exact_and_paraphrased_without_the_llm(
@@ -160,9 +150,9 @@ def test_worker_killed_mid_backfill_then_resume_loads_exactly_once(
     celery.control.cancel_consumer(BACKFILL_QUEUE, reply=True, timeout=5)
     try:
         stack.start_worker("bfkill", "lookup,backfill", "solo", 1)
-        wait_until(lambda: any(name.startswith("bfkill@") for name in ping(celery, 0.5)))
+        wait_until(lambda: any(name.startswith("bfkill@") for name in ping(celery, 0.5)), timeout=60)
         started = backfill.start(opts, settings)
-        wait_until(lambda: chunks_done(started.job_id)[0] >= 3)
+        wait_until(lambda: chunks_done(started.job_id)[0] >= 3, timeout=60)
         stack.stop_one("bfkill", signal.SIGKILL)
         done, total = chunks_done(started.job_id)
         assert 3 <= done < total

@@ -18,22 +18,13 @@ from producer.client import Client
 from schemas.cache import CacheEntry, WritebackJob
 from schemas.keys import LOOKUP_QUEUE, LOOKUP_TASK, WRITEBACK_QUEUE, WRITEBACK_TASK, entry_prefix, reply_key
 from schemas.messages import ErrorCode, Tier
-from tests.conftest import llm_calls
+from tests.conftest import llm_calls, wait_until
 from worker.local.servers import LocalStack
 from worker.settings import Settings
 
 QUESTION = "What are the symptoms of glaucoma?"
 PARAPHRASE = "What are the signs and symptoms of glaucoma?"
 PROFILE = "minilm"
-
-
-def wait_until(check: Any, timeout: float = 15.0) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if check():
-            return
-        time.sleep(0.1)
-    raise AssertionError("condition not met in time")
 
 
 def redis_entry_exists(rdb: redis.Redis, entry_id: str) -> bool:
