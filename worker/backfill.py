@@ -80,6 +80,7 @@ def run_chunk(job_id: str, chunk_no: int, rt: Runtime, worker: str = "") -> dict
 
 
 async def _load(job_id: str, chunk_no: int, rt: Runtime) -> Chunk | None:
+    await rt.pg_tier.ready()
     row = await rt.pg_pool.fetchrow(sqlfiles.query("backfill_chunk_load", rt.profile.name), job_id, chunk_no)
     if row is None:
         log.warning("backfill chunk %s/%d is not registered (job deleted?); dropped", job_id, chunk_no)

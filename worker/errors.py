@@ -8,6 +8,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from schemas.messages import ErrorCode, ReplyError
 
+# Redis down: nothing can be replied or queued, so the task is retried.
+REDIS_DOWN = (RedisConnectionError, RedisTimeoutError)
 # A server down or restarting: worth retrying later, or skipping on the reply path; anything else is a bug.
 UNREACHABLE = (OSError, TimeoutError, RedisConnectionError, RedisTimeoutError, asyncpg.PostgresConnectionError,
                asyncpg.CannotConnectNowError, asyncpg.InterfaceError)  # fmt: skip

@@ -32,7 +32,7 @@ from schemas.messages import (
     Tier,
 )
 from worker import guards
-from worker.errors import UNREACHABLE, DeadlineExceeded, ReplyableError
+from worker.errors import REDIS_DOWN, UNREACHABLE, DeadlineExceeded, ReplyableError
 from worker.runtime import Runtime
 from worker.tiers import Candidate
 
@@ -75,6 +75,10 @@ async def handle(raw: str, rt: Runtime) -> Outcome:
         result = await lookup(request, rt)
     except ReplyableError as exc:
         result = ChatReply(request_id=request.request_id, error=exc.to_reply()), None
+    except REDIS_DOWN:
+        raise  # the task is retried: with Redis down no reply could be published anyway
+    except Exception as exc:
+        result = _internal(request, exc), None
     if isinstance(result, MissJob):
         return Outcome(miss=result)
     reply, job = result
@@ -143,6 +147,11 @@ async def complete(raw: str, rt: Runtime) -> WritebackJob | None:
     except ReplyableError as exc:
         await rt.replies.publish(request.reply_to, ChatReply(request_id=request.request_id, error=exc.to_reply()))
         return None
+    except REDIS_DOWN:
+        raise
+    except Exception as exc:
+        await rt.replies.publish(request.reply_to, _internal(request, exc))
+        return None
     timings = {**job.timings_ms, "llm": round((time.perf_counter() - start) * 1000, 3)}
     timings["total"] = round(sum(v for k, v in timings.items() if k != "queue_wait"), 3)
     tier = Tier.LLM if led else Tier.COALESCED
@@ -152,6 +161,13 @@ async def complete(raw: str, rt: Runtime) -> WritebackJob | None:
         return None
     vector = np.frombuffer(job.vector, dtype=np.float32)
     return WritebackJob(entry=_entry(scope, eid, request.question, qhash, text, vector))
+
+
+def _internal(request: ChatRequest, exc: Exception) -> ChatReply:
+    """The last resort: a request is never left without a reply, even when the worker has a bug."""
+    log.exception("request %s failed unexpectedly", request.request_id)
+    error = ReplyError(code=ErrorCode.INTERNAL, message=f"internal error: {exc!r}", retryable=True)
+    return ChatReply(request_id=request.request_id, error=error)
 
 
 def _context(rt: Runtime) -> dict[str, object]:

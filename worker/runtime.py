@@ -29,7 +29,7 @@ from worker.embed import Embedder
 from worker.llm import LLMClient
 from worker.reply import ReplyPublisher
 from worker.settings import EmbedProfile, Settings
-from worker.tiers.pgvector import PgTier, ensure_schema
+from worker.tiers.pgvector import PgTier
 from worker.tiers.redis import RedisTier
 
 log = logging.getLogger(__name__)
@@ -79,14 +79,11 @@ class Runtime:
         redis = redis_client(settings.redis_url)
         redis_tier = RedisTier(redis, profile.name, profile.dim, settings.redis_ttl_s, settings.redis_ef_runtime)
         await redis_tier.ensure_index()
-        conn = await asyncpg.connect(settings.pg_dsn)
-        try:
-            await ensure_schema(conn, profile.name, profile.dim)
-        finally:
-            await conn.close()
+        # No connection up front (min_size 0, schema on first use): a worker starts and serves the other tiers
+        # while Postgres is down, and picks it up when it returns.
         pg_pool = await asyncpg.create_pool(
             settings.pg_dsn,
-            min_size=1,
+            min_size=0,
             max_size=settings.pg_pool_size,
             init=_init_pg_connection,
             # Iterative scans keep filtered HNSW queries from coming back empty in small scopes.
@@ -109,7 +106,7 @@ class Runtime:
             pg_pool=pg_pool,
             http=http,
             redis_tier=redis_tier,
-            pg_tier=PgTier(pg_pool, profile.name),
+            pg_tier=PgTier(pg_pool, settings.pg_dsn, profile.name, profile.dim),
             llm=llm,
             replies=ReplyPublisher(redis, settings.reply_ttl_s),
             coalescer=Coalescer(redis, settings.coalesce_lease_s),

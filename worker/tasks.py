@@ -7,14 +7,12 @@ import os
 from typing import Any
 
 from celery.signals import worker_init, worker_process_init, worker_process_shutdown, worker_shutdown
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from schemas.cache import WritebackJob
 from schemas.keys import BACKFILL_TASK, COMPLETE_TASK, LLM_QUEUE, LOOKUP_TASK, WRITEBACK_QUEUE, WRITEBACK_TASK
 from worker import backfill, pipeline, runtime, writeback
 from worker.app import app
-from worker.errors import TransientError
+from worker.errors import REDIS_DOWN, TransientError
 from worker.model_prep import prepared_model
 from worker.settings import get_settings
 
@@ -23,7 +21,7 @@ log = logging.getLogger(__name__)
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # Redis restarting mid-request: try again shortly; the reply is published at most once anyway.
 REDIS_RETRY: dict[str, Any] = {
-    "autoretry_for": (RedisConnectionError, RedisTimeoutError),
+    "autoretry_for": REDIS_DOWN,
     "retry_backoff": 0.2,
     "retry_backoff_max": 2,
     "max_retries": 20,

@@ -22,12 +22,29 @@ async def ensure_schema(conn: asyncpg.Connection, profile: str, dim: int) -> Non
 
 
 class PgTier:
-    def __init__(self, pool: asyncpg.Pool, profile: str) -> None:
+    """Opens nothing up front: a worker must start, and answer from the other tiers, while Postgres is down."""
+
+    def __init__(self, pool: asyncpg.Pool, dsn: str, profile: str, dim: int) -> None:
         self.pool = pool
+        self.dsn, self.profile, self.dim = dsn, profile, dim
+        self._schema_ready = False
         self._knn = sqlfiles.query("knn", profile)
         self._insert = sqlfiles.query("insert_entry", profile)
 
+    async def ready(self) -> None:
+        """Create the schema on first use; raises the connection error while Postgres is unreachable."""
+        if self._schema_ready:
+            return
+        # A plain connection: the pool's connections register the vector type, which needs the extension first.
+        conn = await asyncpg.connect(self.dsn)
+        try:
+            await ensure_schema(conn, self.profile, self.dim)
+        finally:
+            await conn.close()
+        self._schema_ready = True
+
     async def lookup_similar(self, scope_id: str, vector: npt.NDArray[np.float32]) -> Candidate | None:
+        await self.ready()
         row = await self.pool.fetchrow(self._knn, vector, scope_id)
         if row is None:
             return None
@@ -41,6 +58,7 @@ class PgTier:
 
     async def store(self, entry: CacheEntry) -> bool:
         """Insert unless present; True when this call wrote it."""
+        await self.ready()
         status = await self.pool.execute(
             self._insert,
             entry.entry_id, entry.scope_id, entry.tenant, entry.model, entry.system_hash,
