@@ -8,18 +8,17 @@ One instance per process is meant to be shared by every task: both pools are saf
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
 from types import TracebackType
-from typing import Any, cast
+from typing import Unpack, cast
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from producer.base import (
     PING_TIMEOUT_S,
-    MessageInput,
     ReplyTimeout,
-    build_request,
+    RequestBuilder,
+    RequestOptions,
     check_enqueued,
     lookup_message,
     make_celery,
@@ -32,7 +31,7 @@ from worker.lua import script
 from worker.settings import Settings, get_settings
 
 
-class AsyncClient:
+class AsyncClient(RequestBuilder):
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or get_settings()
         # No read timeout: BLPOP's own timeout bounds each wait.
@@ -42,33 +41,15 @@ class AsyncClient:
         self._enqueue = self.redis.register_script(script("enqueue_bounded"))
         self.celery = make_celery(self.settings)
 
-    def request(
-        self,
-        question: str | None = None,
-        *,
-        messages: Sequence[MessageInput] | None = None,
-        tenant: str = "default",
-        model: str | None = None,
-        system: str | None = None,
-        timeout: float | None = None,
-        deadline: float | None = None,
-        request_id: str | None = None,
-    ) -> ChatRequest:
-        """Build and validate a request (no I/O); bad input raises pydantic's ValidationError."""
-        return build_request(
-            self.settings, question, messages=messages, tenant=tenant, model=model, system=system,
-            timeout=timeout, deadline=deadline, request_id=request_id,
-        )  # fmt: skip
-
     async def send(self, request: ChatRequest) -> str:
         """Enqueue a validated request; returns its id."""
         result = await self._enqueue(keys=[LOOKUP_QUEUE], args=[self.settings.max_queue_depth, lookup_message(request)])
         check_enqueued(int(result), self.settings)
         return request.request_id
 
-    async def submit(self, question: str | None = None, **kwargs: Any) -> str:
+    async def submit(self, question: str | None = None, **options: Unpack[RequestOptions]) -> str:
         """Fire and forget: enqueue and return the request id; read the reply later with `get_reply`."""
-        return await self.send(self.request(question, **kwargs))
+        return await self.send(self.request(question, **options))
 
     # The timeout is BLPOP's own, enforced by Redis, not a cancel scope: hence noqa ASYNC109 here and below.
     async def get_reply(self, request_id: str, timeout: float) -> ChatReply:  # noqa: ASYNC109
@@ -84,9 +65,9 @@ class AsyncClient:
             raise await self._timed_out(request_id, timeout)
         return ChatReply.model_validate_json(raw)
 
-    async def ask(self, question: str | None = None, **kwargs: Any) -> ChatReply:
+    async def ask(self, question: str | None = None, **options: Unpack[RequestOptions]) -> ChatReply:
         """Enqueue and wait for the reply (or its typed error)."""
-        request = self.request(question, **kwargs)
+        request = self.request(question, **options)
         return await self.ask_request(request)
 
     async def ask_request(self, request: ChatRequest) -> ChatReply:

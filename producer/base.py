@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Sequence
+from typing import TypedDict, Unpack
 
 from celery import Celery
 
@@ -63,19 +64,22 @@ def timeout_message(request_id: str, timeout: float, queue_depth: int | None, wo
     return f"no reply to request {request_id} within {timeout:.2f}s; the {LOOKUP_QUEUE} queue holds {depth}; {who}"
 
 
-def build_request(
-    settings: Settings,
-    question: str | None = None,
-    *,
-    messages: Sequence[MessageInput] | None = None,
-    tenant: str = "default",
-    model: str | None = None,
-    system: str | None = None,
-    timeout: float | None = None,
-    deadline: float | None = None,
-    request_id: str | None = None,
-) -> ChatRequest:
+class RequestOptions(TypedDict, total=False):
+    """Everything a request takes besides the question; one typed list for every client method."""
+
+    messages: Sequence[MessageInput] | None
+    tenant: str
+    model: str | None
+    system: str | None
+    timeout: float | None
+    deadline: float | None
+    request_id: str | None
+
+
+def build_request(settings: Settings, question: str | None = None, **options: Unpack[RequestOptions]) -> ChatRequest:
     """Build and validate a request; bad input raises pydantic's ValidationError here, not in a worker."""
+    messages, system = options.get("messages"), options.get("system")
+    timeout, deadline = options.get("timeout"), options.get("deadline")
     if (question is None) == (messages is None):
         raise ValueError("pass either question or messages")
     if timeout is not None and deadline is not None:
@@ -83,16 +87,26 @@ def build_request(
     msgs: list[MessageInput] = list(messages) if messages is not None else [{"role": "user", "content": question or ""}]
     if system is not None:
         msgs.insert(0, {"role": "system", "content": system})
-    rid = request_id or uuid.uuid4().hex
+    rid = options.get("request_id") or uuid.uuid4().hex
     fields: dict[str, object] = {
         "messages": msgs,
-        "tenant": tenant,
-        "model": model or settings.llm_model,
+        "tenant": options.get("tenant", "default"),
+        "model": options.get("model") or settings.llm_model,
         "deadline": deadline if deadline is not None else time.time() + (timeout or settings.default_timeout_s),
         "request_id": rid,
         "reply_to": reply_key(rid),
     }
     return ChatRequest.model_validate(fields, context={CTX_MAX_QUESTION_BYTES: settings.max_question_bytes})
+
+
+class RequestBuilder:
+    """What the sync and async clients share: building a request needs no I/O."""
+
+    settings: Settings
+
+    def request(self, question: str | None = None, **options: Unpack[RequestOptions]) -> ChatRequest:
+        """Build and validate a request (no I/O); bad input raises pydantic's ValidationError here."""
+        return build_request(self.settings, question, **options)
 
 
 def reply_wait_s(request: ChatRequest) -> float:

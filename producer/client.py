@@ -7,17 +7,16 @@ Safe to share across threads: Celery's producer pool and redis-py's connection p
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
-from typing import Any, cast
+from typing import Unpack, cast
 
 import redis
 
 from producer.base import (
     PING_TIMEOUT_S,
     REPLY_GRACE_S,
-    MessageInput,
     ReplyTimeout,
-    build_request,
+    RequestBuilder,
+    RequestOptions,
     check_enqueued,
     lookup_message,
     make_celery,
@@ -32,7 +31,7 @@ from worker.settings import Settings, get_settings
 __all__ = ["REPLY_GRACE_S", "Client", "ReplyTimeout"]
 
 
-class Client:
+class Client(RequestBuilder):
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or get_settings()
         # No read timeout: replies are awaited with BLPOP, whose own timeout bounds the wait.
@@ -42,33 +41,15 @@ class Client:
         self._enqueue = self.redis.register_script(script("enqueue_bounded"))
         self.celery = make_celery(self.settings)
 
-    def request(
-        self,
-        question: str | None = None,
-        *,
-        messages: Sequence[MessageInput] | None = None,
-        tenant: str = "default",
-        model: str | None = None,
-        system: str | None = None,
-        timeout: float | None = None,
-        deadline: float | None = None,
-        request_id: str | None = None,
-    ) -> ChatRequest:
-        """Build and validate a request; bad input raises pydantic's ValidationError here, not in a worker."""
-        return build_request(
-            self.settings, question, messages=messages, tenant=tenant, model=model, system=system,
-            timeout=timeout, deadline=deadline, request_id=request_id,
-        )  # fmt: skip
-
     def send(self, request: ChatRequest) -> str:
         """Enqueue a validated request; returns its id."""
         result = self._enqueue(keys=[LOOKUP_QUEUE], args=[self.settings.max_queue_depth, lookup_message(request)])
         check_enqueued(int(result), self.settings)
         return request.request_id
 
-    def submit(self, question: str | None = None, **kwargs: Any) -> str:
+    def submit(self, question: str | None = None, **options: Unpack[RequestOptions]) -> str:
         """Fire and forget: enqueue and return the request id; read the reply later with `get_reply`."""
-        return self.send(self.request(question, **kwargs))
+        return self.send(self.request(question, **options))
 
     def get_reply(self, request_id: str, timeout: float) -> ChatReply:
         """The reply to a sent request; ReplyTimeout if none arrives within `timeout` seconds."""
@@ -83,9 +64,9 @@ class Client:
             raise self._timed_out(request_id, timeout)
         return ChatReply.model_validate_json(raw)
 
-    def ask(self, question: str | None = None, **kwargs: Any) -> ChatReply:
+    def ask(self, question: str | None = None, **options: Unpack[RequestOptions]) -> ChatReply:
         """Enqueue and wait for the reply (or its typed error)."""
-        request = self.request(question, **kwargs)
+        request = self.request(question, **options)
         self.send(request)
         return self.get_reply(request.request_id, reply_wait_s(request))
 
