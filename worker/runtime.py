@@ -114,6 +114,9 @@ class Runtime:
 
     @property
     def embedder(self) -> Embedder:
+        return self.load_embedder()
+
+    def load_embedder(self) -> Embedder:
         """The ONNX session, loaded and warmed on first use (at process start on lookup nodes)."""
         if self._embedder is None:
             with self._embedder_lock:

@@ -40,7 +40,7 @@ def _prepare_model(**_: Any) -> None:
 def _open_runtime(**_: Any) -> None:
     # Prefork children serve lookups: open pools and warm the model before the first request.
     # (The threads pool of LLM/write-back nodes sends no such signal and never loads the model.)
-    assert runtime.current(get_settings()).embedder is not None
+    runtime.current(get_settings()).load_embedder()
 
 
 @worker_process_shutdown.connect
