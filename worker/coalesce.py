@@ -23,6 +23,7 @@ from worker.errors import DeadlineExceeded
 # How long a published answer waits for followers; after that the stored entry serves them.
 ANSWER_TTL_S = 60
 POLL_S = 0.05
+_RELEASE = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 
 
 class Coalescer:
@@ -39,6 +40,12 @@ class Coalescer:
             if isinstance(ready, bytes):
                 return ready.decode(), False
             if await self.client.set(pending, token, nx=True, px=self.lease_ms):
+                # A leader may have published and released between our GET and SET NX (one MULTI does
+                # both), so look once more before paying for a second call.
+                ready = await self.client.get(published)
+                if isinstance(ready, bytes):
+                    await self._release(pending, token)
+                    return ready.decode(), False
                 return await self._lead(pending, published, token, call), True
             if time.time() >= deadline:
                 raise DeadlineExceeded("the deadline passed while waiting for the same question's LLM answer")
@@ -55,12 +62,16 @@ class Coalescer:
             return text
         except BaseException:
             # Let a follower try at once instead of waiting for the lease to lapse.
-            await self.client.delete(pending)
+            await self._release(pending, token)
             raise
         finally:
             renew.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await renew
+
+    async def _release(self, pending: str, token: str) -> None:
+        # Compare-and-delete: a lapsed lease may belong to a follower by now.
+        await self.client.eval(_RELEASE, 1, pending, token)
 
     async def _renew(self, pending: str, token: str) -> None:
         while True:
