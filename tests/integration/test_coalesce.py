@@ -30,11 +30,11 @@ def test_many_rounds_of_concurrent_misses_never_make_a_second_call(stack: LocalS
                     await asyncio.sleep(0.02)
                     return "the one answer"
 
-                async def arrive(i: int) -> tuple[str, bool]:
+                async def arrive(i: int, key: str) -> tuple[str, bool]:
                     await asyncio.sleep(i * 0.002)
                     return await coalescer.answer(key, call, deadline=time.time() + 10)
 
-                results = await asyncio.gather(*(arrive(i) for i in range(20)))
+                results = await asyncio.gather(*(arrive(i, key) for i in range(20)))
                 assert {text for text, _ in results} == {"the one answer"}
                 assert sum(led for _, led in results) == calls
                 counts.append(calls)
