@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -74,3 +75,30 @@ def _wait_healthy(url: str, proc: subprocess.Popen[bytes], log_path: Path, timeo
             pass
         time.sleep(0.2)
     raise RuntimeError(f"the gateway was not healthy within {timeout}s: {log_path.read_text()}")
+
+
+def post(
+    gateway: Gateway, path: str, body: bytes | dict[str, Any], key: str | None, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    request = urllib.request.Request(f"{gateway.url}{path}", data=data, method="POST")
+    request.add_header("Content-Type", "application/json")
+    if key is not None:
+        request.add_header("Authorization", f"Bearer {key}")
+    for name, value in (headers or {}).items():
+        request.add_header(name, value)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as resp:
+            return resp.status, dict(resp.headers), resp.read()
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code, dict(exc.headers), exc.read()
+
+
+def get(gateway: Gateway, path: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(f"{gateway.url}{path}", timeout=30) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code, exc.read()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 
 import asyncpg
@@ -12,6 +13,7 @@ from producer.client import Client
 from schemas.keys import entry_prefix
 from schemas.messages import Tier
 from tests.conftest import wait_until
+from tests.integration.conftest import Gateway, post
 from worker.local.servers import LocalStack
 from worker.settings import Settings
 
@@ -48,3 +50,23 @@ def test_postgres_down_answers_still_come_and_writeback_lands_after(
         stack.start_postgres()
     # When Postgres is back, the retried write-back lands: nothing was lost.
     wait_until(lambda: pg_has(cold.entry_id or ""), timeout=90)
+
+
+def test_redis_restarted_everything_reconnects_without_a_restart(
+    client: Client, stack: LocalStack, gateway: Gateway, tenant: str
+) -> None:
+    answered = client.ask("Is this answer kept across a Redis restart?", tenant=tenant, timeout=20)
+    assert answered.ok
+    wait_until(lambda: client.ask("Is this answer kept across a Redis restart?", tenant=tenant).tier == Tier.EXACT)
+    # Given Redis restarted (a clean stop writes the append-only file) ...
+    stack.stop_one("redis")
+    stack.start_redis()
+    # ... the next requests are served without restarting any worker, client or gateway:
+    # the stored entry from the exact tier, a cold question through the LLM node, and one via HTTP.
+    again = client.ask("Is this answer kept across a Redis restart?", tenant=tenant, timeout=30)
+    assert again.ok and again.tier == Tier.EXACT and again.answer == answered.answer
+    cold = client.ask("Is a cold question answered right after a Redis restart?", tenant=tenant, timeout=30)
+    assert cold.ok and cold.tier == Tier.LLM
+    status, _, body = post(gateway, "/v1/ask", {"question": f"Does the gateway reconnect ({tenant})?"}, gateway.key_a)
+    assert status == 200 and json.loads(body)["tier"] == "llm"
+    assert all(proc.poll() is None for proc in stack.procs.values()), {n: p.poll() for n, p in stack.procs.items()}

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -17,7 +15,7 @@ import redis
 from schemas.keys import entry_prefix
 from schemas.messages import ChatReply, Tier
 from tests.conftest import llm_calls
-from tests.integration.conftest import Gateway
+from tests.integration.conftest import Gateway, get, post
 from worker.local.servers import LocalStack
 
 PROFILE = "minilm"
@@ -34,33 +32,6 @@ def wait_for_entry(rdb: redis.Redis, entry_id: str | None, timeout: float = 15.0
             return
         time.sleep(0.05)
     raise AssertionError(f"entry {entry_id} was not written back in time")
-
-
-def post(
-    gateway: Gateway, path: str, body: bytes | dict[str, Any], key: str | None, headers: dict[str, str] | None = None
-) -> tuple[int, dict[str, str], bytes]:
-    data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    request = urllib.request.Request(f"{gateway.url}{path}", data=data, method="POST")
-    request.add_header("Content-Type", "application/json")
-    if key is not None:
-        request.add_header("Authorization", f"Bearer {key}")
-    for name, value in (headers or {}).items():
-        request.add_header(name, value)
-    try:
-        with urllib.request.urlopen(request, timeout=30) as resp:
-            return resp.status, dict(resp.headers), resp.read()
-    except urllib.error.HTTPError as exc:
-        with exc:
-            return exc.code, dict(exc.headers), exc.read()
-
-
-def get(gateway: Gateway, path: str) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(f"{gateway.url}{path}", timeout=30) as resp:
-            return resp.status, resp.read()
-    except urllib.error.HTTPError as exc:
-        with exc:
-            return exc.code, exc.read()
 
 
 def chat_body(question: str, **extra: Any) -> dict[str, Any]:
