@@ -25,6 +25,9 @@ WORKER_ENV = {
     "DEJAVU_LLM_TIMEOUT_S": "4",
     "DEJAVU_LLM_MAX_RETRIES": "1",
     "DEJAVU_LLM_BACKOFF_S": "0.05",
+    # A killed node's task comes back within seconds (the LLM call above takes at most ~8 s).
+    "DEJAVU_VISIBILITY_TIMEOUT_S": "20",
+    "DEJAVU_LOOKUP_VISIBILITY_TIMEOUT_S": "10",
 }
 
 

@@ -7,7 +7,10 @@ Two kinds of worker node (docs/operations.md):
 
 from __future__ import annotations
 
+from typing import Any
+
 from celery import Celery
+from celery.signals import celeryd_init
 
 from schemas.keys import (
     BACKFILL_QUEUE,
@@ -35,8 +38,13 @@ def make_app(settings: Settings) -> Celery:
         task_reject_on_worker_lost=True,
         # One message at a time per process: a long LLM call never holds hits queued behind it.
         worker_prefetch_multiplier=1,
-        # Unacked messages return to the queue after this; it must exceed the longest task.
-        broker_transport_options={"visibility_timeout": settings.visibility_timeout_s},
+        broker_transport_options={
+            # Unacked messages return to the queue after this; it must exceed the longest task.
+            "visibility_timeout": settings.visibility_timeout_s,
+            # Look for a dead node's messages every 5 s (kombu's default sweep is every 100 s).
+            "unacked_restore_interval": 5,
+            "unacked_restore_throttle": 1,
+        },
         broker_connection_retry_on_startup=True,
         task_serializer="json",
         accept_content=["json"],
@@ -55,6 +63,22 @@ def make_app(settings: Settings) -> Celery:
         worker_proc_alive_timeout=120,
     )
     return app
+
+
+@celeryd_init.connect  # type: ignore[untyped-decorator]
+def _short_redelivery_on_lookup_nodes(conf: Any, options: dict[str, Any], **_: Any) -> None:
+    """A node that consumes only lookup and backfill keeps its unacked messages under keys of its own,
+    swept with a short visibility timeout: a dead lookup node's request is redelivered within seconds,
+    while LLM nodes, whose tasks run for minutes, keep the long timeout on theirs."""
+    queues = set(options.get("queues") or ())
+    if queues and queues <= {LOOKUP_QUEUE, BACKFILL_QUEUE}:
+        conf.broker_transport_options = {
+            **conf.broker_transport_options,
+            "visibility_timeout": get_settings().lookup_visibility_timeout_s,
+            "unacked_key": "unacked_lookup",
+            "unacked_index_key": "unacked_lookup_index",
+            "unacked_mutex_key": "unacked_lookup_mutex",
+        }
 
 
 app = make_app(get_settings())

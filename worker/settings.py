@@ -6,7 +6,7 @@ import functools
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Pooling = Literal["mean", "cls"]
@@ -143,11 +143,26 @@ class Settings(BaseSettings):
     backfill_poll_s: float = 0.5
 
     # --- Celery ---
-    # Longer than the longest task; a task not acked by then is handed to another worker.
-    visibility_timeout_s: int = 3600
+    # A task not acked this long after delivery (its node died) is handed to another node. It must exceed
+    # the longest task: on LLM/write-back nodes an LLM call with all its retries, checked at start.
+    visibility_timeout_s: int = 600
+    # Nodes that consume only lookup and backfill (tasks of milliseconds to seconds) keep their unacked
+    # messages apart and redeliver a dead node's task after this, not after the LLM nodes' timeout.
+    lookup_visibility_timeout_s: int = Field(default=30, ge=5)
     # Task events feed Flower's live task list, but cost half the hit throughput here (docs/performance.md);
     # `make run` turns them on.
     task_events: bool = False
+
+    @model_validator(mode="after")
+    def _visibility_outlasts_the_llm_call(self) -> Settings:
+        longest = self.llm_timeout_s * (self.llm_max_retries + 1) + self.llm_backoff_s * 2**self.llm_max_retries
+        if self.visibility_timeout_s < 2 * longest:
+            raise ValueError(
+                f"DEJAVU_VISIBILITY_TIMEOUT_S={self.visibility_timeout_s} is shorter than twice the longest LLM "
+                f"call ({longest:.0f} s with retries): a running task would be handed to a second worker; "
+                f"raise it to at least {2 * longest:.0f} or lower DEJAVU_LLM_TIMEOUT_S / DEJAVU_LLM_MAX_RETRIES"
+            )
+        return self
 
     def profile(self) -> EmbedProfile:
         """The selected profile with any explicit overrides applied."""

@@ -12,7 +12,7 @@ import redis
 from producer.client import Client
 from schemas.keys import entry_prefix
 from schemas.messages import Tier
-from tests.conftest import wait_until
+from tests.conftest import llm_calls, wait_until
 from tests.integration.conftest import Gateway, post
 from worker.local.servers import LocalStack
 from worker.settings import Settings
@@ -70,3 +70,19 @@ def test_redis_restarted_everything_reconnects_without_a_restart(
     status, _, body = post(gateway, "/v1/ask", {"question": f"Does the gateway reconnect ({tenant})?"}, gateway.key_a)
     assert status == 200 and json.loads(body)["tier"] == "llm"
     assert all(proc.poll() is None for proc in stack.procs.values()), {n: p.poll() for n, p in stack.procs.items()}
+
+
+def test_llm_node_sigkilled_mid_call_its_task_is_redelivered_to_another_node(
+    client: Client, stack: LocalStack, tenant: str
+) -> None:
+    # Given a request whose LLM call is under way on the I/O node ...
+    question = f"Who answers when the first worker dies mid-call ({tenant})? [[standin:sleep=2]]"
+    request_id = client.submit(question, tenant=tenant, timeout=90)
+    wait_until(lambda: llm_calls(stack, question) >= 1)
+    # ... when that node is SIGKILLed and another node takes its place ...
+    stack.stop_one("io1", signal.SIGKILL)
+    stack.start_worker("io1", "llm,writeback", "threads", 8)
+    # ... the unacked task is handed to the new node after the visibility timeout, and answered once.
+    reply = client.get_reply(request_id, timeout=90)
+    assert reply.ok and reply.tier == Tier.LLM, reply
+    assert llm_calls(stack, question) == 2
