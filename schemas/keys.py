@@ -24,6 +24,8 @@ REPLIED_PREFIX = f"{PREFIX}:replied:"
 # Coalescing: the lease of the task calling the LLM for an entry, and the answer it publishes.
 PENDING_PREFIX = f"{PREFIX}:pending:"
 COALESCED_ANSWER_PREFIX = f"{PREFIX}:coalesced:"
+# Holders of the pool-wide LLM call slots (worker.llm_slots).
+LLM_SLOTS_KEY = f"{PREFIX}:llm:slots"
 
 
 def entry_prefix(profile: str) -> str:

@@ -28,6 +28,8 @@ WORKER_ENV = {
     # A killed node's task comes back within seconds (the LLM call above takes at most ~8 s).
     "DEJAVU_VISIBILITY_TIMEOUT_S": "20",
     "DEJAVU_LOOKUP_VISIBILITY_TIMEOUT_S": "10",
+    # Small enough that a test's burst of cold questions meets the pool-wide cap.
+    "DEJAVU_LLM_MAX_CONCURRENCY": "4",
 }
 
 
@@ -75,6 +77,13 @@ def rdb(stack: LocalStack) -> Iterator[redis.Redis]:
 def tenant() -> str:
     """A fresh tenant per test: scopes keep tests from seeing each other's entries."""
     return f"t-{uuid.uuid4().hex[:12]}"
+
+
+def llm_concurrency(stack: LocalStack) -> dict[str, int]:
+    """The stand-in's calls in flight now, and the most at once since the last read."""
+    url = f"{stack.llm_url.removesuffix('/v1')}/standin/concurrency"
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        return dict(json.load(resp))
 
 
 def wait_until(check: Callable[[], object], timeout: float = 15.0) -> None:

@@ -13,6 +13,7 @@ import aiohttp
 
 from schemas.messages import ChatMessage
 from worker.errors import DeadlineExceeded, LLMError, LLMTimeout
+from worker.llm_slots import LLMSlots
 
 log = logging.getLogger(__name__)
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -27,8 +28,10 @@ class LLMClient:
         timeout_s: float,
         max_retries: int,
         backoff_s: float,
+        slots: LLMSlots,
     ) -> None:
         self.session = session
+        self.slots = slots
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.timeout_s = timeout_s
@@ -39,16 +42,17 @@ class LLMClient:
         """The assistant's answer; retries 429/5xx/connection errors with backoff, within the deadline."""
         body = {"model": model, "messages": [m.model_dump() for m in messages], "stream": False}
         for attempt in range(self.max_retries + 1):
-            remaining = deadline - time.time()
-            if remaining <= 0:
+            if deadline <= time.time():
                 raise DeadlineExceeded("the deadline passed while waiting for the LLM")
             last = attempt == self.max_retries
             try:
-                timeout = aiohttp.ClientTimeout(total=min(self.timeout_s, remaining))
-                async with self.session.post(self.url, json=body, headers=self.headers, timeout=timeout) as resp:
-                    if resp.status == 200:
-                        return _answer_of(await resp.json(content_type=None))
-                    detail = (await resp.text())[:300]
+                async with self.slots.slot(deadline):
+                    # The wait for a slot may have used up some of the deadline.
+                    timeout = aiohttp.ClientTimeout(total=max(0.001, min(self.timeout_s, deadline - time.time())))
+                    async with self.session.post(self.url, json=body, headers=self.headers, timeout=timeout) as resp:
+                        if resp.status == 200:
+                            return _answer_of(await resp.json(content_type=None))
+                        detail = (await resp.text())[:300]
                     if resp.status not in RETRY_STATUSES or last:
                         raise LLMError(f"the LLM at {self.url} answered HTTP {resp.status}: {detail}")
                     delay = _retry_after(resp.headers.get("Retry-After"))

@@ -27,6 +27,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from worker.coalesce import Coalescer
 from worker.embed import Embedder
 from worker.llm import LLMClient
+from worker.llm_slots import LLMSlots
 from worker.reply import ReplyPublisher
 from worker.settings import EmbedProfile, Settings
 from worker.tiers.pgvector import PgTier
@@ -97,6 +98,8 @@ class Runtime:
             settings.llm_timeout_s,
             settings.llm_max_retries,
             settings.llm_backoff_s,
+            # One attempt holds a slot; a dead holder's slot frees when its longest attempt would have ended.
+            LLMSlots(redis, settings.llm_max_concurrency, settings.llm_timeout_s + 5),
         )
         return cls(
             settings=settings,

@@ -87,6 +87,8 @@ class Settings(BaseSettings):
     llm_timeout_s: float = 60.0
     llm_max_retries: int = 2
     llm_backoff_s: float = 0.5
+    # Concurrent LLM calls across the whole pool (0: no cap); calls beyond it wait within their deadline.
+    llm_max_concurrency: int = Field(default=64, ge=0)
     # Lease of the task calling the LLM for a burst of identical misses, renewed while it runs;
     # a crashed leader holds its followers back at most this long.
     coalesce_lease_s: float = 5.0

@@ -4,7 +4,8 @@ It answers deterministically (same question, same answer) after a realistic dela
 answer says it comes from a stand-in. Markers in the question inject faults for tests:
 `[[standin:status=500]]` answers that HTTP status, `[[standin:sleep=5]]` waits 5 s first,
 `[[standin:malformed]]` returns a body that is not a chat completion.
-`GET /standin/calls?q=TEXT` tells how many times a question was asked (tests count LLM calls).
+`GET /standin/calls?q=TEXT` tells how many times a question was asked (tests count LLM calls);
+`GET /standin/concurrency` the calls in flight and the most seen at once since the last read.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from aiohttp import web
 MARKER = re.compile(r"\[\[standin:(\w+)(?:=([\w.]+))?\]\]")
 CALLS: web.AppKey[Counter[str]] = web.AppKey("calls", Counter)
 DELAY: web.AppKey[float] = web.AppKey("delay", float)
+# [calls in flight, most in flight at once since the last GET /standin/concurrency]
+IN_FLIGHT: web.AppKey[list[int]] = web.AppKey("in_flight", list)
 
 
 def standin_answer(question: str) -> str:
@@ -38,6 +41,16 @@ async def chat_completions(request: web.Request) -> web.Response:
     except (ValueError, KeyError, IndexError, TypeError):
         return web.json_response({"error": {"message": "expected {model, messages: [...]}"}}, status=400)
     request.app[CALLS][question] += 1
+    flight = request.app[IN_FLIGHT]
+    flight[0] += 1
+    flight[1] = max(flight)
+    try:
+        return await _answer(request, body, question)
+    finally:
+        flight[0] -= 1
+
+
+async def _answer(request: web.Request, body: dict[str, Any], question: str) -> web.Response:
     faults = dict(MARKER.findall(question))
     # Deterministic per question: a base delay with +-25% spread, like a real model's varying length.
     spread = int(hashlib.sha256(question.encode()).hexdigest()[:4], 16) / 0xFFFF - 0.5
@@ -69,12 +82,21 @@ async def calls(request: web.Request) -> web.Response:
     return web.json_response({"calls": count})
 
 
+async def concurrency(request: web.Request) -> web.Response:
+    flight = request.app[IN_FLIGHT]
+    now, peak = flight
+    flight[1] = now
+    return web.json_response({"in_flight": now, "peak": peak})
+
+
 def make_app(delay_s: float) -> web.Application:
     app = web.Application()
     app[CALLS] = Counter()
     app[DELAY] = delay_s
+    app[IN_FLIGHT] = [0, 0]
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_get("/standin/calls", calls)
+    app.router.add_get("/standin/concurrency", concurrency)
     return app
 
 
