@@ -132,5 +132,7 @@ def lookup_message(request: ChatRequest) -> bytes:
 
 def ping(celery: Celery, timeout: float, limit: int | None = None) -> list[str]:
     """Names of the worker nodes that answer a ping now; with `limit`, stop waiting once that many answered."""
-    replies = celery.control.ping(timeout=timeout, limit=limit) or []
+    # A connection of its own: a pooled one left over from before a Redis restart would fail this ping.
+    with celery.connection_for_write() as connection:
+        replies = celery.control.ping(timeout=timeout, limit=limit, connection=connection) or []
     return sorted(name for reply in replies for name in reply)

@@ -21,13 +21,16 @@ from producer.aclient import AsyncClient
 from producer.backfill_read import Fields, FileFormatError
 from producer.base import Overloaded, ReplyTimeout
 from producer.client import Client
-from producer.probes import pg_entries, queue_depths, redis_entries
+from producer.probes import health, pg_entries, queue_depths, redis_entries
+from schemas.keys import LOOKUP_QUEUE
 from worker.settings import Settings, get_settings
 
 EXIT_OK = 0
 EXIT_ERROR_REPLY = 1
 EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 3
+# `dejavu status`: requests are answered, but something underneath is down.
+EXIT_DEGRADED = 4
 EXIT_INTERRUPTED = 130
 
 EPILOG = """exit codes:
@@ -118,16 +121,24 @@ async def collect_status(settings: Settings) -> dict[str, Any]:
         await part("workers", client.workers(timeout=1.0))
         await part("redis_entries", redis_entries(client.redis, profile))
         await part("pgvector_entries", pg_entries(settings.pg_dsn, profile))
+    queues, workers = status["queues"], status["workers"]
+    verdict = health(
+        redis_ok="error" not in queues,
+        postgres_ok=not _failed(status["pgvector_entries"]),
+        workers=len(workers) if isinstance(workers, list) else 0,
+        lookup_depth=queues.get(LOOKUP_QUEUE),
+        max_depth=settings.max_queue_depth,
+    )
+    status.update(status=verdict.status, reasons=list(verdict.reasons))
     return status
 
 
-def _healthy(status: dict[str, Any]) -> bool:
-    parts = [status[k] for k in ("queues", "workers", "redis_entries", "pgvector_entries")]
-    return not any(isinstance(p, dict) and "error" in p for p in parts) and bool(status["workers"])
+def _failed(part: Any) -> bool:
+    return isinstance(part, dict) and "error" in part
 
 
 def _show(value: Any) -> str:
-    if isinstance(value, dict) and "error" in value:
+    if _failed(value):
         return f"unreachable ({value['error']})"
     return "no index/table yet" if value is None else str(value)
 
@@ -148,7 +159,8 @@ def run_status(args: argparse.Namespace, settings: Settings) -> int:
             print(f"workers   {_show(workers)}")
         print(f"entries   redis={_show(status['redis_entries'])}  pgvector={_show(status['pgvector_entries'])}"
               f"  (profile {status['profile']})")  # fmt: skip
-    return EXIT_OK if _healthy(status) else EXIT_UNAVAILABLE
+        print(f"status    {status['status']}" + "".join(f"\n          - {reason}" for reason in status["reasons"]))
+    return {"ok": EXIT_OK, "degraded": EXIT_DEGRADED}.get(status["status"], EXIT_UNAVAILABLE)
 
 
 # --- backfill ---

@@ -28,7 +28,8 @@ from producer.aclient import AsyncClient
 from producer.base import Overloaded, ReplyTimeout
 from producer.metrics import GatewayMetrics
 from producer.openai_compat import CompletionBody, completion, completion_chunks
-from producer.probes import pg_ping
+from producer.probes import health, pg_ping, queue_depths
+from schemas.keys import LOOKUP_QUEUE
 from schemas.messages import ChatMessage, ChatReply, ChatRequest, ErrorCode
 from worker.settings import Settings, get_settings
 
@@ -264,9 +265,21 @@ async def healthz(request: web.Request) -> web.Response:
             report[name] = {"ok": False, "error": f"{type(result).__name__}: {result}"}
         else:
             report[name] = {"ok": True, **({"names": result} if name == "workers" else {})}
-    healthy = all(part["ok"] for part in report.values())
-    report["status"] = "ok" if healthy else "down"
-    return web.json_response(report, status=200 if healthy else 503)
+    depth = await _lookup_depth(client)
+    verdict = health(
+        report["redis"]["ok"], report["postgres"]["ok"], len(report["workers"].get("names", ())), depth,
+        settings.max_queue_depth,
+    )  # fmt: skip
+    report.update(status=verdict.status, reasons=list(verdict.reasons))
+    # Degraded still answers requests: a load balancer should keep sending them.
+    return web.json_response(report, status=503 if verdict.status == "down" else 200)
+
+
+async def _lookup_depth(client: AsyncClient) -> int | None:
+    try:
+        return (await queue_depths(client.redis))[LOOKUP_QUEUE]
+    except (OSError, RedisError):
+        return None
 
 
 async def metrics(request: web.Request) -> web.Response:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Final
+from dataclasses import dataclass
+from typing import Final, Literal
 
 import asyncpg
 import redis.asyncio as aioredis
@@ -13,6 +14,28 @@ from worker.sqlfiles import table_name
 
 QUEUES: Final = (LOOKUP_QUEUE, LLM_QUEUE, WRITEBACK_QUEUE)
 PG_TIMEOUT_S: Final = 3.0
+
+
+@dataclass(frozen=True)
+class Health:
+    """`ok`; `degraded`: requests are answered but something underneath is down; `down`: they are not."""
+
+    status: Literal["ok", "degraded", "down"]
+    reasons: tuple[str, ...]
+
+
+def health(redis_ok: bool, postgres_ok: bool, workers: int, lookup_depth: int | None, max_depth: int) -> Health:
+    down, degraded = [], []
+    if not redis_ok:
+        down.append("Redis is unreachable: requests cannot be queued or answered")
+    if redis_ok and workers == 0:
+        down.append("no worker answers a ping: requests wait in the queue")
+    if not postgres_ok:
+        degraded.append("Postgres is unreachable: the pgvector tier is skipped and write-backs wait for it")
+    if max_depth and lookup_depth is not None and lookup_depth >= max_depth:
+        degraded.append(f"the lookup queue is at its limit ({lookup_depth}): producers refuse new requests")
+    status: Literal["ok", "degraded", "down"] = "down" if down else "degraded" if degraded else "ok"
+    return Health(status, (*down, *degraded))
 
 
 async def queue_depths(r: aioredis.Redis) -> dict[str, int]:

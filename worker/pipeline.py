@@ -125,7 +125,9 @@ async def lookup(request: ChatRequest, rt: Runtime) -> tuple[ChatReply, Writebac
         return _served(request, hit, Tier.PGVECTOR, clock), promote
 
     # Every tier missed: the LLM queue takes it from here, with the vector already computed.
-    return MissJob(request=request, vector=vector.astype(np.float32).tobytes(), timings_ms=clock.laps)
+    # With the worker's context: the deadline may pass during the lookup, and the LLM task answers that.
+    miss = {"request": request, "vector": vector.astype(np.float32).tobytes(), "timings_ms": clock.laps}
+    return MissJob.model_validate(miss, context=_context(rt))
 
 
 async def complete(raw: str, rt: Runtime) -> WritebackJob | None:

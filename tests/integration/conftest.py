@@ -102,3 +102,10 @@ def get(gateway: Gateway, path: str) -> tuple[int, bytes]:
     except urllib.error.HTTPError as exc:
         with exc:
             return exc.code, exc.read()
+
+
+def dejavu(stack: LocalStack, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "producer.cli", *args],
+        env={**os.environ, **stack.env(), **(env or {})}, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip

@@ -3,19 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import uuid
 
-from worker.local.servers import LocalStack
-
-
-def dejavu(stack: LocalStack, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "producer.cli", *args],
-        env={**os.environ, **stack.env(), **(env or {})}, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+from tests.integration.conftest import dejavu
+from worker.local.servers import LocalStack, free_port
 
 
 def test_ask_prints_the_answer_then_a_hit(stack: LocalStack, tenant: str) -> None:
@@ -48,10 +39,9 @@ def test_status_shows_queues_workers_and_entries(stack: LocalStack) -> None:
     assert isinstance(status["redis_entries"], int | None) and isinstance(status["pgvector_entries"], int | None)
     text = dejavu(stack, "status")
     assert text.returncode == 0 and "workers" in text.stdout and "pgvector=" in text.stdout
+    assert status["status"] == "ok" and status["reasons"] == []
 
 
 def test_status_with_redis_unreachable_exits_3(stack: LocalStack) -> None:
-    from worker.local.servers import free_port
-
     out = dejavu(stack, "status", env={"DEJAVU_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"})
-    assert out.returncode == 3 and "unreachable" in out.stdout
+    assert out.returncode == 3 and "unreachable" in out.stdout and "status    down" in out.stdout

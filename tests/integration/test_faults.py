@@ -13,7 +13,7 @@ from producer.client import Client
 from schemas.keys import entry_prefix
 from schemas.messages import Tier
 from tests.conftest import llm_calls, wait_until
-from tests.integration.conftest import Gateway, post
+from tests.integration.conftest import Gateway, dejavu, get, post
 from worker.local.servers import LocalStack
 from worker.settings import Settings
 
@@ -33,7 +33,7 @@ def pg_has(entry_id: str) -> bool:
 
 
 def test_postgres_down_answers_still_come_and_writeback_lands_after(
-    client: Client, rdb: redis.Redis, stack: LocalStack, tenant: str
+    client: Client, rdb: redis.Redis, stack: LocalStack, gateway: Gateway, tenant: str
 ) -> None:
     # Given Postgres is stopped ...
     stack.stop_one("postgres", signal.SIGINT)
@@ -46,6 +46,12 @@ def test_postgres_down_answers_still_come_and_writeback_lands_after(
         again = client.ask("Does a cold answer survive a Postgres outage?", tenant=tenant, timeout=20)
         assert again.ok and again.tier == Tier.EXACT
         assert not pg_has(cold.entry_id or "")
+        # The gateway and `dejavu status` say what is degraded, and the gateway still takes requests.
+        code, body = get(gateway, "/healthz")
+        report = json.loads(body)
+        assert code == 200 and report["status"] == "degraded" and "Postgres" in report["reasons"][0]
+        status = dejavu(stack, "status")
+        assert status.returncode == 4 and "status    degraded" in status.stdout, status.stdout + status.stderr
     finally:
         stack.start_postgres()
     # When Postgres is back, the retried write-back lands: nothing was lost.
@@ -69,6 +75,7 @@ def test_redis_restarted_everything_reconnects_without_a_restart(
     assert cold.ok and cold.tier == Tier.LLM
     status, _, body = post(gateway, "/v1/ask", {"question": f"Does the gateway reconnect ({tenant})?"}, gateway.key_a)
     assert status == 200 and json.loads(body)["tier"] == "llm"
+    assert json.loads(get(gateway, "/healthz")[1])["status"] == "ok"
     assert all(proc.poll() is None for proc in stack.procs.values()), {n: p.poll() for n, p in stack.procs.items()}
 
 

@@ -206,7 +206,7 @@ def test_unknown_route_is_a_json_404(gateway: Gateway) -> None:
 def test_healthz_reports_each_part(gateway: Gateway) -> None:
     status, body = get(gateway, "/healthz")
     report = json.loads(body)
-    assert status == 200 and report["status"] == "ok"
+    assert status == 200 and report["status"] == "ok", report
     assert report["redis"]["ok"] and report["postgres"]["ok"] and report["workers"]["names"]
 
 
