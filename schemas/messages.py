@@ -48,8 +48,8 @@ class ChatRequest(BaseModel):
     model: str = Field(min_length=1, max_length=128)
     reply_to: str = Field(pattern=rf"^{REPLY_PREFIX}[A-Za-z0-9_.:-]{{1,200}}$")
     # Absolute Unix time in seconds; past it nobody waits for the answer.
-    deadline: float
-    enqueued_at: float = Field(default_factory=time.time)
+    deadline: float = Field(allow_inf_nan=False)
+    enqueued_at: float = Field(default_factory=time.time, allow_inf_nan=False)
 
     @field_validator("messages")
     @classmethod
