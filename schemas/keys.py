@@ -14,6 +14,8 @@ LOOKUP_TASK = "dejavu.lookup"
 COMPLETE_TASK = "dejavu.complete"
 WRITEBACK_TASK = "dejavu.writeback"
 BACKFILL_TASK = "dejavu.backfill_chunk"
+# Removal (`dejavu forget`, feedback): on the writeback queue, so Postgres credentials stay on the workers.
+FORGET_TASK = "dejavu.forget"
 
 # Every key this project writes starts here, so one Redis can be shared with other users.
 PREFIX = "dejavu"
@@ -24,6 +26,13 @@ REPLIED_PREFIX = f"{PREFIX}:replied:"
 # Coalescing: the lease of the task calling the LLM for an entry, and the answer it publishes.
 PENDING_PREFIX = f"{PREFIX}:pending:"
 COALESCED_ANSWER_PREFIX = f"{PREFIX}:coalesced:"
+# Tombstones, `<prefix><entry id>` and `<prefix><tenant>`: when a forget finished. A write-back whose content was
+# read before then is refused, so one queued while the forget ran cannot bring the entry back.
+FORGOTTEN_PREFIX = f"{PREFIX}:forgotten:"
+FORGOTTEN_TENANT_PREFIX = f"{PREFIX}:forgotten-tenant:"
+# Blocklist (feedback), Redis copy: one hash per entry id, answer hash -> tenant ('' any). Postgres holds the
+# durable one (table dejavu_blocked).
+BLOCKED_PREFIX = f"{PREFIX}:blocked:"
 
 
 def entry_prefix(profile: str) -> str:
