@@ -30,8 +30,8 @@ COALESCED_ANSWER_PREFIX = f"{PREFIX}:coalesced:"
 # read before then is refused, so one queued while the forget ran cannot bring the entry back.
 FORGOTTEN_PREFIX = f"{PREFIX}:forgotten:"
 FORGOTTEN_TENANT_PREFIX = f"{PREFIX}:forgotten-tenant:"
-# Blocklist (feedback), Redis copy: one hash per entry id, answer hash -> tenant ('' any). Postgres holds the
-# durable one (table dejavu_blocked).
+# Blocklist (feedback), Redis copy: one hash per entry id, fields '<tenant>/<answer hash>' ('' for any tenant).
+# Postgres holds the durable one (table dejavu_blocked).
 BLOCKED_PREFIX = f"{PREFIX}:blocked:"
 
 

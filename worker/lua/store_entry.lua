@@ -5,9 +5,11 @@
 -- KEYS[1] entry key; KEYS[2] the entry id's blocklist hash; KEYS[3] entry tombstone; KEYS[4] tenant tombstone.
 -- ARGV[1] ttl seconds; ARGV[2] as_of (Unix time the content was read); ARGV[3] answer hash; ARGV[4] tenant;
 -- ARGV[5..] field, value pairs. Returns 1 stored, 0 already present, -1 blocked, -2 forgotten.
-local blocked_for = redis.call('HGET', KEYS[2], ARGV[3])
-if blocked_for == '' or blocked_for == ARGV[4] then
-    return -1
+-- Blocklist fields are '<tenant>/<answer hash>'; an empty tenant blocks the pair for any tenant.
+for _, owner in ipairs({'', ARGV[4]}) do
+    if redis.call('HEXISTS', KEYS[2], owner .. '/' .. ARGV[3]) == 1 then
+        return -1
+    end
 end
 local as_of = tonumber(ARGV[2])
 for i = 3, 4 do

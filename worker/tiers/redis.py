@@ -154,7 +154,8 @@ class RedisTier:
     async def block(self, entry_id: str, answer_hashes: list[str], tenant: str) -> None:
         """Copy blocklist pairs into Redis, where the store script checks them; tenant '' blocks for any tenant."""
         if answer_hashes:
-            await self.client.hset(BLOCKED_PREFIX + entry_id, mapping=dict.fromkeys(answer_hashes, tenant))
+            # One field per tenant: a tenant's block never overwrites another's (worker/lua/store_entry.lua).
+            await self.client.hset(BLOCKED_PREFIX + entry_id, mapping={f"{tenant}/{h}": 1 for h in answer_hashes})
 
     async def tombstone(self, key: str, until: float, ttl_s: int) -> None:
         """Refuse write-backs of content read up to `until`; `key` is an entry's or a tenant's tombstone."""
