@@ -16,17 +16,21 @@ from redis.exceptions import RedisError
 
 from producer.base import (
     PING_TIMEOUT_S,
+    FeedbackOptions,
+    ForgetCall,
+    ForgetOptions,
     ReplyTimeout,
     RequestBuilder,
     RequestOptions,
     check_enqueued,
+    forget_message,
     lookup_message,
     make_celery,
     ping,
     reply_wait_s,
 )
-from schemas.keys import LOOKUP_QUEUE, reply_key
-from schemas.messages import ChatReply, ChatRequest
+from schemas.keys import LOOKUP_QUEUE, WRITEBACK_QUEUE, reply_key
+from schemas.messages import ChatReply, ChatRequest, ForgetReply
 from worker.lua import script
 from worker.settings import Settings, get_settings
 
@@ -54,6 +58,9 @@ class AsyncClient(RequestBuilder):
     # The timeout is BLPOP's own, enforced by Redis, not a cancel scope: hence noqa ASYNC109 here and below.
     async def get_reply(self, request_id: str, timeout: float) -> ChatReply:  # noqa: ASYNC109
         """The reply to a sent request; ReplyTimeout if none arrives within `timeout` seconds."""
+        return ChatReply.model_validate_json(await self._pop(request_id, timeout, LOOKUP_QUEUE))
+
+    async def _pop(self, request_id: str, timeout: float, queue: str) -> bytes:  # noqa: ASYNC109
         key = reply_key(request_id)
         # BLPOP's timeout 0 means "forever": a non-positive timeout is a single non-blocking look.
         if timeout <= 0:
@@ -62,8 +69,8 @@ class AsyncClient(RequestBuilder):
             popped = cast("tuple[bytes, bytes] | None", await self.redis.blpop([key], timeout=timeout))
             raw = None if popped is None else popped[1]
         if raw is None:
-            raise await self._timed_out(request_id, timeout)
-        return ChatReply.model_validate_json(raw)
+            raise await self._timed_out(request_id, timeout, queue)
+        return raw
 
     async def ask(self, question: str | None = None, **options: Unpack[RequestOptions]) -> ChatReply:
         """Enqueue and wait for the reply (or its typed error)."""
@@ -75,22 +82,37 @@ class AsyncClient(RequestBuilder):
         await self.send(request)
         return await self.get_reply(request.request_id, reply_wait_s(request))
 
+    async def forget(self, entry_id: str | None = None, **options: Unpack[ForgetOptions]) -> ForgetReply:
+        """Remove entries from every tier and wait for the counts: one entry id (only of `tenant`, if given), the
+        entry of `question` in the scope of tenant/model/system, or with `all_entries=True` every entry of `tenant`."""
+        return await self.run_forget(self.forget_call(entry_id, **options))
+
+    async def feedback(self, entry: str | ChatReply, **options: Unpack[FeedbackOptions]) -> ForgetReply:
+        """Mark an answer bad: remove its entry everywhere and never store that question/answer pair again."""
+        return await self.run_forget(self.feedback_call(entry, **options))
+
+    async def run_forget(self, call: ForgetCall) -> ForgetReply:
+        """Send a forget to the workers (writeback queue) and wait for its reply."""
+        request, wait_s = call
+        await self.redis.lpush(WRITEBACK_QUEUE, forget_message(request))
+        return ForgetReply.model_validate_json(await self._pop(request.request_id, wait_s, WRITEBACK_QUEUE))
+
     async def workers(self, timeout: float = 1.0, limit: int | None = None) -> list[str]:  # noqa: ASYNC109
         """Names of the worker nodes that answer a ping now; with `limit`, stop waiting once that many answered."""
         return await asyncio.to_thread(ping, self.celery, timeout, limit)
 
-    async def _timed_out(self, request_id: str, timeout: float) -> ReplyTimeout:  # noqa: ASYNC109
+    async def _timed_out(self, request_id: str, timeout: float, queue: str) -> ReplyTimeout:  # noqa: ASYNC109
         depth: int | None
         workers: list[str] | None
         try:
-            depth = int(await self.redis.llen(LOOKUP_QUEUE))
+            depth = int(await self.redis.llen(queue))
         except RedisError:
             depth = None
         try:
             workers = await self.workers(PING_TIMEOUT_S)
         except Exception:  # the diagnosis must not hide the timeout it explains
             workers = None
-        return ReplyTimeout(request_id, timeout, depth, workers)
+        return ReplyTimeout(request_id, timeout, depth, workers, queue)
 
     async def aclose(self) -> None:
         await self.redis.aclose()

@@ -84,6 +84,7 @@ class Summary:
     present: int  # already stored in the scope before this job
     rejected: int
     warmed: int
+    blocked: int  # left out: the question/answer pair is on the blocklist (feedback)
     rows_this_run: int
     seconds: float
     embed_ms: float
@@ -106,7 +107,8 @@ class Summary:
         return (
             f"backfill {self.job_id} done: {self.read} rows read, {self.inserted} loaded, {self.updated} replaced, "
             f"{self.duplicates_in_file + self.present} skipped as duplicate ({self.duplicates_in_file} in the file, "
-            f"{self.present} already stored), {self.rejected} rejected{rejects}; {self.warmed} warmed in Redis; "
+            f"{self.present} already stored), {self.rejected} rejected{rejects}, {self.blocked} blocklisted; "
+            f"{self.warmed} warmed in Redis; "
             f"{self.seconds:.1f} s, {self.rows_per_s:.0f} rows/s, embedding {self.embed_share:.0%} of worker time"
             + ("; HNSW index built after the load" if self.hnsw_rebuilt else "")
         )
@@ -300,7 +302,8 @@ async def _wait(
         return Summary(
             job_id=job_id, read=job["rows_read"], kept=job["rows_kept"], inserted=state["inserted"],
             updated=state["updated"], duplicates_in_file=job["duplicates_in_file"], present=state["present"],
-            rejected=job["rejected"], warmed=state["warmed"], rows_this_run=int(state["rows_done"]) - first_done,
+            rejected=job["rejected"], warmed=state["warmed"], blocked=state["blocked"],
+            rows_this_run=int(state["rows_done"]) - first_done,
             seconds=time.perf_counter() - started_at, embed_ms=float(state["embed_ms"]),
             worker_ms=float(state["total_ms"]), hnsw_rebuilt=job["hnsw_rebuild"] is not None,
             rejects_path=rejects_path, hnsw_build_s=build_s,

@@ -9,8 +9,16 @@ from typing import TypedDict, Unpack
 
 from celery import Celery
 
-from schemas.keys import LOOKUP_QUEUE, LOOKUP_TASK, reply_key
-from schemas.messages import CTX_MAX_QUESTION_BYTES, ChatMessage, ChatRequest, ErrorCode
+from schemas.cache import Scope, entry_id, question_hash
+from schemas.keys import FORGET_TASK, LOOKUP_QUEUE, LOOKUP_TASK, WRITEBACK_QUEUE, reply_key
+from schemas.messages import (
+    CTX_MAX_QUESTION_BYTES,
+    ChatMessage,
+    ChatReply,
+    ChatRequest,
+    ErrorCode,
+    ForgetRequest,
+)
 from schemas.taskwire import task_message
 from worker.settings import Settings
 
@@ -25,12 +33,20 @@ MessageInput = ChatMessage | dict[str, str]
 class ReplyTimeout(TimeoutError):
     """No reply in time; the message says what the queue looked like, to tell "slow" from "no worker"."""
 
-    def __init__(self, request_id: str, timeout: float, queue_depth: int | None, workers: list[str] | None) -> None:
+    def __init__(
+        self,
+        request_id: str,
+        timeout: float,
+        queue_depth: int | None,
+        workers: list[str] | None,
+        queue: str = LOOKUP_QUEUE,
+    ) -> None:
         self.request_id = request_id
         self.timeout = timeout
         self.queue_depth = queue_depth
         self.workers = workers
-        super().__init__(timeout_message(request_id, timeout, queue_depth, workers))
+        self.queue = queue
+        super().__init__(timeout_message(request_id, timeout, queue_depth, workers, queue))
 
 
 class Overloaded(Exception):
@@ -53,7 +69,9 @@ def check_enqueued(result: int, settings: Settings) -> None:
         raise Overloaded(-result, settings.overloaded_retry_after_s)
 
 
-def timeout_message(request_id: str, timeout: float, queue_depth: int | None, workers: list[str] | None) -> str:
+def timeout_message(
+    request_id: str, timeout: float, queue_depth: int | None, workers: list[str] | None, queue: str = LOOKUP_QUEUE
+) -> str:
     depth = "unknown" if queue_depth is None else f"{queue_depth} message(s)"
     if workers is None:
         who = "the worker ping could not be sent"
@@ -61,7 +79,7 @@ def timeout_message(request_id: str, timeout: float, queue_depth: int | None, wo
         who = f"{len(workers)} worker(s) answer a ping ({', '.join(workers)}), so they are busy or slow"
     else:
         who = "no worker answers a ping: start one (celery -A worker.app worker)"
-    return f"no reply to request {request_id} within {timeout:.2f}s; the {LOOKUP_QUEUE} queue holds {depth}; {who}"
+    return f"no reply to request {request_id} within {timeout:.2f}s; the {queue} queue holds {depth}; {who}"
 
 
 class RequestOptions(TypedDict, total=False):
@@ -99,6 +117,30 @@ def build_request(settings: Settings, question: str | None = None, **options: Un
     return ChatRequest.model_validate(fields, context={CTX_MAX_QUESTION_BYTES: settings.max_question_bytes})
 
 
+class ForgetOptions(TypedDict, total=False):
+    """What `forget` removes besides one entry id: the entry of a question in a scope, or a whole tenant."""
+
+    question: str | None
+    all_entries: bool
+    tenant: str | None
+    model: str | None
+    system: str | None
+    timeout: float | None
+
+
+class FeedbackOptions(TypedDict, total=False):
+    reason: str | None
+    # The answer that was served (taken from the reply when given one): blocked even before its write-back lands.
+    answer: str | None
+    # Only an entry of this tenant (the gateway's caller); None: an operator's feedback on any entry.
+    tenant: str | None
+    timeout: float | None
+
+
+# A forget request and how long to wait for its reply.
+ForgetCall = tuple[ForgetRequest, float]
+
+
 class RequestBuilder:
     """What the sync and async clients share: building a request needs no I/O."""
 
@@ -107,6 +149,39 @@ class RequestBuilder:
     def request(self, question: str | None = None, **options: Unpack[RequestOptions]) -> ChatRequest:
         """Build and validate a request (no I/O); bad input raises pydantic's ValidationError here."""
         return build_request(self.settings, question, **options)
+
+    def forget_call(self, entry: str | None = None, **options: Unpack[ForgetOptions]) -> ForgetCall:
+        """Remove one entry id (only of `tenant`, if given), the entry `question` is stored under in the scope of
+        tenant/model/system (as `ask` would look it up), or with `all_entries` every entry of `tenant`."""
+        question, tenant, everything = options.get("question"), options.get("tenant"), options.get("all_entries")
+        if (entry is not None) + (question is not None) + bool(everything) != 1:
+            raise ValueError("forget takes one of: an entry id, question=..., or all_entries=True with tenant=...")
+        if question is not None:
+            scoped = build_request(
+                self.settings, question, tenant=tenant or "default", model=options.get("model"),
+                system=options.get("system"),
+            )  # fmt: skip
+            scope = Scope.of(scoped, self.settings.scope_includes_history)
+            entry, tenant = entry_id(scope, question_hash(question)), scope.tenant
+        elif everything and tenant is None:
+            raise ValueError("all_entries=True needs the tenant whose entries to forget")
+        return self._forget(entry_id=entry, tenant=tenant), options.get("timeout") or self.settings.default_timeout_s
+
+    def feedback_call(self, entry: str | ChatReply, **options: Unpack[FeedbackOptions]) -> ForgetCall:
+        """Feedback on an entry id, or on a reply: its answer is blocked even before its write-back lands."""
+        eid, answer = entry, options.get("answer")
+        if isinstance(entry, ChatReply):
+            if entry.entry_id is None:
+                raise ValueError("this reply names no cache entry (an error reply?): nothing to give feedback on")
+            eid, answer = entry.entry_id, entry.answer
+        request = self._forget(
+            entry_id=eid, tenant=options.get("tenant"), bad=True, reason=options.get("reason"), answer=answer
+        )
+        return request, options.get("timeout") or self.settings.default_timeout_s
+
+    def _forget(self, **fields: object) -> ForgetRequest:
+        rid = uuid.uuid4().hex
+        return ForgetRequest.model_validate({**fields, "request_id": rid, "reply_to": reply_key(rid)})
 
 
 def reply_wait_s(request: ChatRequest) -> float:
@@ -128,6 +203,11 @@ def lookup_message(request: ChatRequest) -> bytes:
     """The task message that enqueues a validated request: LPUSH it onto LOOKUP_QUEUE (schemas.taskwire)."""
     # The request id doubles as the task id, so Flower and the worker logs name the same thing.
     return task_message(LOOKUP_TASK, LOOKUP_QUEUE, [request.model_dump_json()], task_id=request.request_id)
+
+
+def forget_message(request: ForgetRequest) -> bytes:
+    """The task message for a forget: LPUSH it onto WRITEBACK_QUEUE, where the workers with Postgres access run it."""
+    return task_message(FORGET_TASK, WRITEBACK_QUEUE, [request.model_dump_json()], task_id=request.request_id)
 
 
 def ping(celery: Celery, timeout: float, limit: int | None = None) -> list[str]:

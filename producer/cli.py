@@ -19,10 +19,11 @@ from redis.exceptions import RedisError
 from producer import backfill
 from producer.aclient import AsyncClient
 from producer.backfill_read import Fields, FileFormatError
-from producer.base import Overloaded, ReplyTimeout
+from producer.base import ForgetCall, Overloaded, ReplyTimeout
 from producer.client import Client
 from producer.probes import health, pg_entries, queue_depths, redis_entries
 from schemas.keys import LOOKUP_QUEUE
+from schemas.messages import ForgetReply
 from worker.settings import Settings, get_settings
 
 EXIT_OK = 0
@@ -244,7 +245,82 @@ def run_backfill(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_OK
 
 
-# Later subcommands (eval, forget) join this table.
+# --- forget, feedback ---
+
+
+def _removal_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--timeout", type=float, help="seconds to wait for the workers (default: DEJAVU_DEFAULT_TIMEOUT_S)")
+    p.add_argument("--json", action="store_true", help="print the whole reply as JSON")
+
+
+def _forget_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("entry_id", nargs="?", help="the entry to remove (a reply's entry_id; `dejavu ask` shows it)")
+    p.add_argument("--question", help="remove the entry this question is stored under in the scope below")
+    p.add_argument("--all", dest="all_entries", action="store_true", help="remove every entry of --tenant")
+    p.add_argument("--tenant", help="with an entry id: only if it is this tenant's; with --question: the scope's "
+                   "tenant (default: default); with --all: the tenant to empty")  # fmt: skip
+    p.add_argument("--model", help="with --question: LLM model of the scope (default: DEJAVU_LLM_MODEL)")
+    p.add_argument("--system", help="with --question: system prompt of the scope")
+    _removal_arguments(p)
+
+
+def run_forget(args: argparse.Namespace, settings: Settings) -> int:
+    if (args.model or args.system) and args.question is None:
+        return _fail("--model and --system go with --question", EXIT_USAGE)
+    return _remove(args, settings, lambda client: client.forget_call(
+        args.entry_id, question=args.question, all_entries=args.all_entries, tenant=args.tenant, model=args.model,
+        system=args.system, timeout=args.timeout,
+    ))  # fmt: skip
+
+
+def _feedback_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("entry_id", help="the entry whose answer is wrong (a reply's entry_id)")
+    p.add_argument("--reason", help="why, kept with the blocklist entry")
+    p.add_argument("--tenant", help="only if the entry is this tenant's")
+    _removal_arguments(p)
+
+
+def run_feedback(args: argparse.Namespace, settings: Settings) -> int:
+    return _remove(args, settings, lambda client: client.feedback_call(
+        args.entry_id, reason=args.reason, tenant=args.tenant, timeout=args.timeout
+    ))  # fmt: skip
+
+
+def _remove(args: argparse.Namespace, settings: Settings, build: Callable[[Client], ForgetCall]) -> int:
+    client = Client(settings)
+    try:
+        call = build(client)
+        reply = client.run_forget(call)
+    except (ValidationError, ValueError) as exc:
+        return _fail(f"invalid request: {exc}", EXIT_USAGE)
+    except ReplyTimeout as exc:
+        return _fail(f"{exc}; the request stays queued and runs once a writeback worker and Postgres are up",
+                     EXIT_UNAVAILABLE)  # fmt: skip
+    except UNREACHABLE as exc:
+        return _fail(f"cannot reach the queue at DEJAVU_REDIS_URL: {exc}", EXIT_UNAVAILABLE)
+    finally:
+        client.close()
+    if args.json:
+        print(reply.model_dump_json(exclude_none=True))
+    if reply.error is not None:
+        return _fail(f"error {reply.error.code}: {reply.error.message}", EXIT_ERROR_REPLY)
+    request = call[0]
+    target = f"entry {request.entry_id}" if request.entry_id else f"tenant {request.tenant}"
+    if request.bad and not reply.found and not reply.blocked:
+        return _fail(f"no {target} is stored: nothing was removed or blocked", EXIT_ERROR_REPLY)
+    if not args.json:
+        print(_removal_text(target, reply, request.bad))
+    return EXIT_OK
+
+
+def _removal_text(target: str, reply: ForgetReply, bad: bool) -> str:
+    if not reply.found and not bad:
+        return f"nothing stored under {target}"
+    text = f"{target}: removed from redis {reply.removed.redis}, from pgvector {reply.removed.pgvector}"
+    return text + (f"; {reply.blocked} question/answer pair(s) blocklisted" if bad else "")
+
+
+# Later subcommands (eval) join this table.
 COMMANDS: dict[str, Command] = {
     "ask": Command(
         "ask a question and print the answer with its tier, similarity and latency", _ask_arguments, run_ask
@@ -256,6 +332,17 @@ COMMANDS: dict[str, Command] = {
         "load a JSONL/CSV file of questions and answers into the cache, through the backfill queue",
         _backfill_arguments,
         run_backfill,
+    ),
+    "forget": Command(
+        "remove entries from every tier: one entry id, the entry of --question in a scope, or --all of a --tenant",
+        _forget_arguments,
+        run_forget,
+    ),
+    "feedback": Command(
+        "mark an entry's answer bad: remove it everywhere and never cache that question/answer pair again "
+        "(exit 1 when no such entry is stored)",
+        _feedback_arguments,
+        run_feedback,
     ),
 }
 

@@ -14,17 +14,21 @@ import redis
 from producer.base import (
     PING_TIMEOUT_S,
     REPLY_GRACE_S,
+    FeedbackOptions,
+    ForgetCall,
+    ForgetOptions,
     ReplyTimeout,
     RequestBuilder,
     RequestOptions,
     check_enqueued,
+    forget_message,
     lookup_message,
     make_celery,
     ping,
     reply_wait_s,
 )
-from schemas.keys import LOOKUP_QUEUE, reply_key
-from schemas.messages import ChatReply, ChatRequest
+from schemas.keys import LOOKUP_QUEUE, WRITEBACK_QUEUE, reply_key
+from schemas.messages import ChatReply, ChatRequest, ForgetReply
 from worker.lua import script
 from worker.settings import Settings, get_settings
 
@@ -53,6 +57,9 @@ class Client(RequestBuilder):
 
     def get_reply(self, request_id: str, timeout: float) -> ChatReply:
         """The reply to a sent request; ReplyTimeout if none arrives within `timeout` seconds."""
+        return ChatReply.model_validate_json(self._pop(request_id, timeout, LOOKUP_QUEUE))
+
+    def _pop(self, request_id: str, timeout: float, queue: str) -> bytes:
         key = reply_key(request_id)
         # BLPOP's timeout 0 means "forever": a non-positive timeout is a single non-blocking look.
         if timeout <= 0:
@@ -61,14 +68,29 @@ class Client(RequestBuilder):
             popped = cast("tuple[bytes, bytes] | None", self.redis.blpop([key], timeout=timeout))
             raw = None if popped is None else popped[1]
         if raw is None:
-            raise self._timed_out(request_id, timeout)
-        return ChatReply.model_validate_json(raw)
+            raise self._timed_out(request_id, timeout, queue)
+        return raw
 
     def ask(self, question: str | None = None, **options: Unpack[RequestOptions]) -> ChatReply:
         """Enqueue and wait for the reply (or its typed error)."""
         request = self.request(question, **options)
         self.send(request)
         return self.get_reply(request.request_id, reply_wait_s(request))
+
+    def forget(self, entry_id: str | None = None, **options: Unpack[ForgetOptions]) -> ForgetReply:
+        """Remove entries from every tier and wait for the counts: one entry id (only of `tenant`, if given), the
+        entry of `question` in the scope of tenant/model/system, or with `all_entries=True` every entry of `tenant`."""
+        return self.run_forget(self.forget_call(entry_id, **options))
+
+    def feedback(self, entry: str | ChatReply, **options: Unpack[FeedbackOptions]) -> ForgetReply:
+        """Mark an answer bad: remove its entry everywhere and never store that question/answer pair again."""
+        return self.run_forget(self.feedback_call(entry, **options))
+
+    def run_forget(self, call: ForgetCall) -> ForgetReply:
+        """Send a forget to the workers (writeback queue) and wait for its reply."""
+        request, wait_s = call
+        self.redis.lpush(WRITEBACK_QUEUE, forget_message(request))
+        return ForgetReply.model_validate_json(self._pop(request.request_id, wait_s, WRITEBACK_QUEUE))
 
     def workers(self, timeout: float = 1.0) -> list[str]:
         """Names of the worker nodes that answer a ping now."""
@@ -85,18 +107,18 @@ class Client(RequestBuilder):
             time.sleep(0.5)
         raise TimeoutError(f"fewer than {count} worker(s) answered a ping within {timeout:.0f}s (found {found})")
 
-    def _timed_out(self, request_id: str, timeout: float) -> ReplyTimeout:
+    def _timed_out(self, request_id: str, timeout: float, queue: str) -> ReplyTimeout:
         depth: int | None
         workers: list[str] | None
         try:
-            depth = int(self.redis.llen(LOOKUP_QUEUE))
+            depth = int(self.redis.llen(queue))
         except redis.RedisError:
             depth = None
         try:
             workers = self.workers(PING_TIMEOUT_S)
         except Exception:  # the diagnosis must not hide the timeout it explains
             workers = None
-        return ReplyTimeout(request_id, timeout, depth, workers)
+        return ReplyTimeout(request_id, timeout, depth, workers, queue)
 
     def close(self) -> None:
         self.redis.close()

@@ -3,7 +3,7 @@
     python -m producer.gateway --host 127.0.0.1 --port 8080
 
 Every /v1 route needs `Authorization: Bearer <key>`; the key names the tenant (DEJAVU_GATEWAY_API_KEYS),
-so a caller can only ever read its own tenant's cache. Errors have OpenAI's shape,
+so a caller can only ever read, or give feedback on, its own tenant's cache. Errors have OpenAI's shape,
 `{"error": {"message", "type", "code"}}`; docs/wire.md lists the routes, statuses and headers.
 """
 
@@ -29,8 +29,17 @@ from producer.base import Overloaded, ReplyTimeout
 from producer.metrics import GatewayMetrics
 from producer.openai_compat import CompletionBody, completion, completion_chunks
 from producer.probes import health, pg_ping, queue_depths
+from schemas import messages
 from schemas.keys import LOOKUP_QUEUE
-from schemas.messages import ChatMessage, ChatReply, ChatRequest, ErrorCode
+from schemas.messages import (
+    ENTRY_ID_PATTERN,
+    MAX_REASON_CHARS,
+    ChatMessage,
+    ChatReply,
+    ChatRequest,
+    ErrorCode,
+    ForgetReply,
+)
 from worker.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -43,7 +52,7 @@ TIER_HEADER = "x-dejavu-tier"
 # The OpenAI endpoint's body has no deadline field: callers set one with a header (seconds, or Unix time).
 TIMEOUT_HEADER = "x-dejavu-timeout"
 DEADLINE_HEADER = "x-dejavu-deadline"
-TENANT_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+TENANT_PATTERN = re.compile(messages.TENANT_PATTERN)
 HEALTH_TIMEOUT_S = 3.0
 
 # A worker's error reply, as an HTTP status.
@@ -99,6 +108,18 @@ class AskBody(BaseModel):
         if self.timeout is not None and self.deadline is not None:
             raise ValueError("send either timeout or deadline")
         return self
+
+
+class FeedbackBody(BaseModel):
+    """Feedback on a cached answer; the tenant comes from the API key, so a caller only reaches its own entries."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # A reply's entry_id (header x-dejavu-entry).
+    entry_id: str = Field(pattern=ENTRY_ID_PATTERN)
+    reason: str | None = Field(default=None, max_length=MAX_REASON_CHARS)
+    # The answer that was served: blocked even if its write-back has not landed yet.
+    answer: str | None = None
 
 
 # --- request handling steps, each ending the request with a GatewayError when it cannot go on ---
@@ -174,8 +195,16 @@ def build(client: AsyncClient, tenant: str, **fields: Any) -> ChatRequest:
 
 
 async def answer(request: web.Request, chat: ChatRequest) -> ChatReply:
+    reply = await queued(request.app[CLIENT].ask_request(chat))
+    if reply.ok:
+        request.app[METRICS].answered(reply)
+    return reply
+
+
+async def queued(call: Awaitable[M]) -> M:
+    """Wait for a call through the queues; a timeout, backpressure or an unreachable Redis becomes an HTTP error."""
     try:
-        reply = await request.app[CLIENT].ask_request(chat)
+        return await call
     except ReplyTimeout as exc:
         raise GatewayError(504, "timeout", str(exc)) from None
     except Overloaded as exc:
@@ -183,12 +212,9 @@ async def answer(request: web.Request, chat: ChatRequest) -> ChatReply:
         raise GatewayError(503, "overloaded", str(exc), headers=headers) from None
     except (RedisError, OSError, OperationalError) as exc:
         raise GatewayError(503, "unavailable", f"the request queue is unreachable: {exc}") from None
-    if reply.ok:
-        request.app[METRICS].answered(reply)
-    return reply
 
 
-def failed(reply: ChatReply, body: str | None = None) -> GatewayError:
+def failed(reply: ChatReply | ForgetReply, body: str | None = None) -> GatewayError:
     assert reply.error is not None
     code = reply.error.code
     return GatewayError(STATUS_BY_CODE.get(code, 500), code.value, reply.error.message, body=body)
@@ -240,6 +266,21 @@ async def ask(request: web.Request) -> web.Response:
     if not reply.ok:
         raise failed(reply, body=payload)
     return web.Response(text=payload, content_type="application/json", headers=cache_headers(reply))
+
+
+async def feedback(request: web.Request) -> web.Response:
+    tenant = tenant_of(request)
+    body = parse(FeedbackBody, await read_json(request))
+    client = request.app[CLIENT]
+    call = client.feedback_call(body.entry_id, reason=body.reason, answer=body.answer, tenant=tenant)
+    reply = await queued(client.run_forget(call))
+    payload = reply.model_dump_json()
+    if not reply.ok:
+        raise failed(reply, body=payload)
+    # Another tenant's entry is "not found" too: the answer must not tell whether it exists.
+    if not reply.found and not reply.blocked:
+        raise GatewayError(404, "entry_not_found", f"no entry {body.entry_id} is stored for this API key's tenant")
+    return web.Response(text=payload, content_type="application/json")
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -338,6 +379,7 @@ def make_app(settings: Settings | None = None) -> web.Application:
     app.cleanup_ctx.append(_client)
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/v1/ask", ask)
+    app.router.add_post("/v1/feedback", feedback)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     return app

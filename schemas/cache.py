@@ -5,11 +5,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+import time
 import unicodedata
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, PlainSerializer
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
 
 from schemas.messages import SYSTEM_ROLES, ChatRequest
 
@@ -80,6 +81,11 @@ def entry_id(scope: Scope, qhash: str) -> str:
     return _sha(scope.scope_id, qhash)[:32]
 
 
+def answer_hash(answer: str) -> str:
+    """The blocklist's key for an answer; with the entry id (scope + question) it names a question/answer pair."""
+    return _sha(answer)[:32]
+
+
 class CacheEntry(BaseModel):
     """One answered question, as the write-back task receives it and the tiers store it."""
 
@@ -116,3 +122,6 @@ class WritebackJob(BaseModel):
     entry: CacheEntry
     redis: bool = True
     pgvector: bool = True
+    # Unix time before the entry's content was read (the lookup or the LLM call began): a forget that finished
+    # after it refuses the job, which may carry what the forget removed.
+    as_of: float = Field(default_factory=time.time)

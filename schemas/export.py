@@ -13,10 +13,15 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from schemas.messages import ChatReply, ChatRequest
+from schemas.messages import ChatReply, ChatRequest, ForgetReply, ForgetRequest
 
 JSON_DIR = Path(__file__).resolve().parent / "json"
-MODELS: dict[str, type[BaseModel]] = {"chat_request": ChatRequest, "chat_reply": ChatReply}
+MODELS: dict[str, type[BaseModel]] = {
+    "chat_request": ChatRequest,
+    "chat_reply": ChatReply,
+    "forget_request": ForgetRequest,
+    "forget_reply": ForgetReply,
+}
 
 
 def render(model: type[BaseModel]) -> str:

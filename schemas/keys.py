@@ -14,6 +14,8 @@ LOOKUP_TASK = "dejavu.lookup"
 COMPLETE_TASK = "dejavu.complete"
 WRITEBACK_TASK = "dejavu.writeback"
 BACKFILL_TASK = "dejavu.backfill_chunk"
+# Removal (`dejavu forget`, feedback): on the writeback queue, so Postgres credentials stay on the workers.
+FORGET_TASK = "dejavu.forget"
 
 # Every key this project writes starts here, so one Redis can be shared with other users.
 PREFIX = "dejavu"
@@ -26,6 +28,13 @@ PENDING_PREFIX = f"{PREFIX}:pending:"
 COALESCED_ANSWER_PREFIX = f"{PREFIX}:coalesced:"
 # Holders of the pool-wide LLM call slots (worker.llm_slots).
 LLM_SLOTS_KEY = f"{PREFIX}:llm:slots"
+# Tombstones, `<prefix><entry id>` and `<prefix><tenant>`: when a forget finished. A write-back whose content was
+# read before then is refused, so one queued while the forget ran cannot bring the entry back.
+FORGOTTEN_PREFIX = f"{PREFIX}:forgotten:"
+FORGOTTEN_TENANT_PREFIX = f"{PREFIX}:forgotten-tenant:"
+# Blocklist (feedback), Redis copy: one hash per entry id, fields '<tenant>/<answer hash>' ('' for any tenant).
+# Postgres holds the durable one (table dejavu_blocked).
+BLOCKED_PREFIX = f"{PREFIX}:blocked:"
 
 
 def entry_prefix(profile: str) -> str:

@@ -2,8 +2,9 @@
 
 A chunk task, in order:
     load the chunk's rows (Postgres) -> embed the questions (length-sorted batches of 32) -> one transaction:
-    lock the chunk row, COPY the rows into a staging table, merge them into the entries table
-    (ON CONFLICT DO NOTHING, or DO UPDATE for keep-last), warm Redis, mark the chunk done.
+    lock the chunk row and the write locks a forget waits for, leave out blocklisted question/answer pairs
+    (feedback), COPY the rows into a staging table, merge them into the entries table (ON CONFLICT DO NOTHING,
+    or DO UPDATE for keep-last), warm Redis, mark the chunk done.
 
 A chunk already marked done is skipped before any work, and the chunk row lock makes two deliveries of the
 same chunk run one after the other: a task that runs twice (redelivered after its worker died, or
@@ -23,7 +24,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, TypeAdapter
 
-from schemas.cache import CacheEntry, Scope, entry_id, question_hash
+from schemas.cache import CacheEntry, Scope, answer_hash, entry_id, question_hash
 from worker import sqlfiles
 from worker.errors import UNREACHABLE, TransientError
 from worker.runtime import Runtime
@@ -112,11 +113,6 @@ async def _write(
     chunk: Chunk, vectors: npt.NDArray[np.float32], rt: Runtime, embed_ms: float, start: float, worker: str
 ) -> dict[str, int]:
     profile, scope = rt.profile.name, chunk.scope
-    records = [
-        (chunk.ids[i], scope.scope_id, scope.tenant, scope.model, scope.system_hash, scope.context_hash,
-         chunk.rows[i].q, chunk.hashes[i], chunk.rows[i].a, vector)
-        for i, vector in zip(chunk.todo, vectors, strict=True)
-    ]  # fmt: skip
     warm_ids = [eid for eid, row in zip(chunk.ids, chunk.rows, strict=True) if row.warm]
     merge = "backfill_merge_keep_last" if chunk.keep_last else "backfill_merge_keep_first"
     conn: asyncpg.Connection
@@ -124,6 +120,14 @@ async def _write(
         done = await conn.fetchval(sqlfiles.query("backfill_chunk_lock", profile), chunk.job_id, chunk.chunk_no)
         if done is not False:  # done by another delivery while this one embedded, or the job is gone
             return {"skipped": 1}
+        # The blocklist is read under the write locks: a feedback committed before is seen, a later one waits.
+        await rt.pg_tier.lock_writes(conn, scope.tenant, chunk.ids)
+        blocked = await _blocked(conn, chunk, profile)
+        records = [
+            (chunk.ids[i], scope.scope_id, scope.tenant, scope.model, scope.system_hash, scope.context_hash,
+             chunk.rows[i].q, chunk.hashes[i], chunk.rows[i].a, vector)
+            for i, vector in zip(chunk.todo, vectors, strict=True) if i not in blocked
+        ]  # fmt: skip
         merged = []
         if records:
             await conn.execute(sqlfiles.query("backfill_stage", profile))
@@ -134,14 +138,24 @@ async def _write(
         updated = [r["id"] for r in merged if not r["inserted"]]
         # Redis before the commit: if it fails, the chunk is retried whole and nothing is marked done.
         warmed = await _sync_redis(conn, rt, warm_ids, updated)
-        counts = {"inserted": inserted, "updated": len(updated), "present": len(chunk.rows) - len(merged),
-                  "warmed": warmed}  # fmt: skip
+        counts = {"inserted": inserted, "updated": len(updated), "blocked": len(blocked),
+                  "present": len(chunk.rows) - len(merged) - len(blocked), "warmed": warmed}  # fmt: skip
         total_ms = (time.perf_counter() - start) * 1000
         await conn.execute(
             sqlfiles.query("backfill_chunk_done", profile), chunk.job_id, chunk.chunk_no,
             counts["inserted"], counts["updated"], counts["present"], warmed, embed_ms, total_ms, worker,
+            len(blocked),
         )  # fmt: skip
     return counts
+
+
+async def _blocked(conn: asyncpg.Connection, chunk: Chunk, profile: str) -> set[int]:
+    """Rows to load whose question/answer pair is on the blocklist for the chunk's tenant."""
+    pairs = {
+        (r["entry_id"], r["answer_hash"])
+        for r in await conn.fetch(sqlfiles.query("backfill_blocked", profile), chunk.ids, chunk.scope.tenant)
+    }
+    return {i for i in chunk.todo if (chunk.ids[i], answer_hash(chunk.rows[i].a)) in pairs} if pairs else set()
 
 
 async def _sync_redis(conn: asyncpg.Connection, rt: Runtime, warm_ids: Sequence[str], stale_ids: Sequence[str]) -> int:
@@ -151,7 +165,8 @@ async def _sync_redis(conn: asyncpg.Connection, rt: Runtime, warm_ids: Sequence[
     if not warm_ids:
         return 0
     rows = await conn.fetch(sqlfiles.query("backfill_entries", rt.profile.name), list(warm_ids))
-    await asyncio.gather(*(rt.redis_tier.store(_entry(row)) for row in rows))
+    as_of = time.time()
+    await asyncio.gather(*(rt.redis_tier.store(_entry(row), as_of) for row in rows))
     return len(rows)
 
 

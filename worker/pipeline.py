@@ -11,7 +11,6 @@ storing answers never delays the caller.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -21,7 +20,6 @@ import numpy.typing as npt
 from pydantic import ValidationError
 
 from schemas.cache import CacheEntry, MissJob, Scope, WritebackJob, entry_id, question_hash
-from schemas.keys import REPLY_PREFIX
 from schemas.messages import (
     CTX_ALLOW_EXPIRED,
     CTX_MAX_QUESTION_BYTES,
@@ -69,7 +67,7 @@ async def handle(raw: str, rt: Runtime) -> Outcome:
     try:
         request = ChatRequest.model_validate_json(raw, context=_context(rt))
     except ValidationError as exc:
-        await _reject(raw, exc, rt)
+        await rt.replies.reject(raw, exc, lambda request_id, error: ChatReply(request_id=request_id, error=error))
         return Outcome()
     try:
         result = await lookup(request, rt)
@@ -88,6 +86,8 @@ async def handle(raw: str, rt: Runtime) -> Outcome:
 
 async def lookup(request: ChatRequest, rt: Runtime) -> tuple[ChatReply, WritebackJob | None] | MissJob:
     clock = Stopwatch()
+    # Before any tier is read: a forget that finishes after this refuses the promotion below (worker.forget).
+    as_of = time.time()
     clock.laps["queue_wait"] = round(max(0.0, time.time() - request.enqueued_at) * 1000, 3)
     # 2. deadline: nobody waits for an answer past it, so spend nothing on it.
     if request.expired():
@@ -121,6 +121,7 @@ async def lookup(request: ChatRequest, rt: Runtime) -> tuple[ChatReply, Writebac
         promote = WritebackJob(
             entry=_entry(scope, hit.entry_id, hit.question, question_hash(hit.question), hit.answer, hit.vector),
             pgvector=False,
+            as_of=as_of,
         )
         return _served(request, hit, Tier.PGVECTOR, clock), promote
 
@@ -133,7 +134,7 @@ async def lookup(request: ChatRequest, rt: Runtime) -> tuple[ChatReply, Writebac
 async def complete(raw: str, rt: Runtime) -> WritebackJob | None:
     """7. the LLM, only when every tier missed; publish its answer and store it in every tier."""
     job = MissJob.model_validate_json(raw, context=_context(rt))
-    request, start = job.request, time.perf_counter()
+    request, start, as_of = job.request, time.perf_counter(), time.time()
     # A redelivered task whose request was already answered must not pay for the LLM again.
     if await rt.replies.answered(request.request_id):
         return None
@@ -162,7 +163,7 @@ async def complete(raw: str, rt: Runtime) -> WritebackJob | None:
     if not led:  # the leader stores the entry
         return None
     vector = np.frombuffer(job.vector, dtype=np.float32)
-    return WritebackJob(entry=_entry(scope, eid, request.question, qhash, text, vector))
+    return WritebackJob(entry=_entry(scope, eid, request.question, qhash, text, vector), as_of=as_of)
 
 
 def _internal(request: ChatRequest, exc: Exception) -> ChatReply:
@@ -224,19 +225,3 @@ def _entry(
         answer=answer,
         vector=vector.astype(np.float32).tobytes(),
     )
-
-
-async def _reject(raw: str, exc: ValidationError, rt: Runtime) -> None:
-    problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'message'}: {e['msg']}" for e in exc.errors())
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        data = None
-    fields = data if isinstance(data, dict) else {}
-    reply_to, request_id = fields.get("reply_to"), fields.get("request_id")
-    # Only a well-formed reply key can be answered; anything else could write over other keys.
-    if not (isinstance(reply_to, str) and reply_to.startswith(REPLY_PREFIX) and isinstance(request_id, str)):
-        log.warning("dropped a lookup message with no usable reply_to: %s", problems[:500])
-        return
-    error = ReplyError(code=ErrorCode.INVALID_REQUEST, message=f"invalid request: {problems}")
-    await rt.replies.publish(reply_to, ChatReply(request_id=request_id[:128], error=error))

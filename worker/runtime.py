@@ -67,12 +67,16 @@ class Runtime:
     coalescer: Coalescer
     _embedder: Embedder | None = None
     _embedder_lock: threading.Lock = field(default_factory=threading.Lock)
+    _thread: threading.Thread | None = None
 
     @classmethod
     def open(cls, settings: Settings) -> Runtime:
         loop = asyncio.new_event_loop()
-        threading.Thread(target=loop.run_forever, name="dejavu-loop", daemon=True).start()
-        return asyncio.run_coroutine_threadsafe(cls._open(settings, loop), loop).result()
+        thread = threading.Thread(target=loop.run_forever, name="dejavu-loop", daemon=True)
+        thread.start()
+        rt = asyncio.run_coroutine_threadsafe(cls._open(settings, loop), loop).result()
+        rt._thread = thread
+        return rt
 
     @classmethod
     async def _open(cls, settings: Settings, loop: asyncio.AbstractEventLoop) -> Runtime:
@@ -141,6 +145,10 @@ class Runtime:
 
         self.run(_close())
         self.loop.call_soon_threadsafe(self.loop.stop)
+        # The loop is closed once stopped, or its selector's sockets outlive the runtime.
+        if self._thread is not None:
+            self._thread.join()
+            self.loop.close()
 
 
 _current: Runtime | None = None

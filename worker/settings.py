@@ -113,6 +113,13 @@ class Settings(BaseSettings):
     redis_ef_runtime: int = 100
     pg_ef_search: int = 100
 
+    # --- removal (`dejavu forget`, feedback) ---
+    # How long a forget refuses write-backs read before it finished: longer than a write-back can wait in the
+    # queue or be retried (Postgres down), since one that outlives its tombstone stores the entry again.
+    forget_tombstone_s: int = Field(default=24 * 3600, ge=1)
+    # How far apart worker clocks may be: a forget also refuses write-backs read this long after it finished.
+    clock_skew_s: float = Field(default=1.0, ge=0.0)
+
     # --- embedding ---
     embed_profile: str = "minilm"
     # Directory of a downloaded model for the mxbai profile; explicit paths below win over it.

@@ -9,12 +9,21 @@ from typing import Any
 from celery.signals import worker_init, worker_process_init, worker_process_shutdown, worker_shutdown
 
 from schemas.cache import WritebackJob
-from schemas.keys import BACKFILL_TASK, COMPLETE_TASK, LLM_QUEUE, LOOKUP_TASK, WRITEBACK_QUEUE, WRITEBACK_TASK
-from worker import backfill, pipeline, runtime, writeback
+from schemas.keys import (
+    BACKFILL_TASK,
+    COMPLETE_TASK,
+    FORGET_TASK,
+    LLM_QUEUE,
+    LOOKUP_TASK,
+    WRITEBACK_QUEUE,
+    WRITEBACK_TASK,
+)
+from worker import backfill, forget, pipeline, runtime, writeback
 from worker.app import app
 from worker.errors import REDIS_DOWN, TransientError
 from worker.model_prep import prepared_model
 from worker.settings import get_settings
+from worker.tiers import Stored
 
 log = logging.getLogger(__name__)
 # The tokenizer's own thread pool would fight onnxruntime for the same cores.
@@ -25,6 +34,13 @@ REDIS_RETRY: dict[str, Any] = {
     "retry_backoff": 0.2,
     "retry_backoff_max": 2,
     "max_retries": 20,
+}
+# Storing and removing wait for a down Postgres instead of giving up: retried until it is back.
+UNTIL_BACK: dict[str, Any] = {
+    "autoretry_for": (TransientError,),
+    "retry_backoff": 1,
+    "retry_backoff_max": 60,
+    "max_retries": None,
 }
 
 
@@ -68,28 +84,21 @@ def complete(payload: str) -> None:
         writeback_task.apply_async(args=[job.model_dump_json()], queue=WRITEBACK_QUEUE)
 
 
-@app.task(
-    name=WRITEBACK_TASK,
-    autoretry_for=(TransientError,),
-    retry_backoff=1,
-    retry_backoff_max=60,
-    # A down Postgres is waited for, not given up on: write-backs are retried until it is back.
-    max_retries=None,
-)
-def writeback_task(payload: str) -> dict[str, bool]:
+@app.task(name=WRITEBACK_TASK, **UNTIL_BACK)
+def writeback_task(payload: str) -> dict[str, Stored]:
     rt = runtime.current(get_settings())
     return rt.run(writeback.store(WritebackJob.model_validate_json(payload), rt))
 
 
-@app.task(
-    name=BACKFILL_TASK,
-    bind=True,
-    autoretry_for=(TransientError,),
-    retry_backoff=1,
-    retry_backoff_max=60,
-    max_retries=None,
-)
+@app.task(name=BACKFILL_TASK, bind=True, **UNTIL_BACK)
 def backfill_chunk(self: Any, job_id: str, chunk_no: int) -> dict[str, int]:
     # Acked late like every task: a chunk whose worker died is delivered again, and then skipped if done.
     rt = runtime.current(get_settings())
     return backfill.run_chunk(job_id, chunk_no, rt, worker=str(self.request.hostname))
+
+
+@app.task(name=FORGET_TASK, **UNTIL_BACK)
+def forget_task(payload: str) -> None:
+    # On the writeback queue: the I/O nodes hold the Postgres credentials; producers only need Redis.
+    rt = runtime.current(get_settings())
+    rt.run(forget.handle(payload, rt))

@@ -5,6 +5,7 @@ SELECT count(*) FILTER (WHERE done) AS chunks_done,
        coalesce(sum(updated), 0) AS updated,
        coalesce(sum(present), 0) AS present,
        coalesce(sum(warmed), 0) AS warmed,
+       coalesce(sum(blocked), 0) AS blocked,
        coalesce(sum(embed_ms), 0) AS embed_ms,
        coalesce(sum(total_ms), 0) AS total_ms
 FROM dejavu_backfill_chunks

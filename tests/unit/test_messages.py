@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -9,7 +10,17 @@ import pytest
 from pydantic import ValidationError
 
 from schemas.keys import reply_key
-from schemas.messages import CTX_ALLOW_EXPIRED, CTX_MAX_QUESTION_BYTES, ChatReply, ChatRequest, ErrorCode, Tier
+from schemas.messages import (
+    CTX_ALLOW_EXPIRED,
+    CTX_MAX_QUESTION_BYTES,
+    ChatReply,
+    ChatRequest,
+    ErrorCode,
+    ForgetReply,
+    ForgetRequest,
+    Removed,
+    Tier,
+)
 
 
 def fields(**change: Any) -> dict[str, Any]:
@@ -76,3 +87,26 @@ def test_reply_is_ok_only_without_error() -> None:
         '{"request_id": "r", "error": {"code": "llm_timeout", "message": "slow", "retryable": true}}'
     )
     assert not failed.ok and failed.error is not None and failed.error.code == ErrorCode.LLM_TIMEOUT
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({}, "name an entry_id, or a tenant"),
+        ({"entry_id": "9A1B"}, "String should match pattern"),
+        ({"tenant": "acme", "bad": True}, "feedback (bad) names one entry_id"),
+        ({"entry_id": "0" * 32, "answer": "x"}, "answer is only sent with feedback"),
+        ({"entry_id": "0" * 32, "bad": True, "reason": "x" * 1001}, "at most 1000 characters"),
+        ({"tenant": "a b"}, "String should match pattern"),
+    ],
+    ids=["no-target", "bad-entry-id", "feedback-on-a-tenant", "answer-without-feedback", "long-reason", "bad-tenant"],
+)
+def test_forget_request_names_one_target(data: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValidationError, match=re.escape(message)):
+        ForgetRequest.model_validate({"reply_to": reply_key("f1"), **data})
+
+
+def test_forget_reply_counts_what_was_found() -> None:
+    assert not ForgetReply(request_id="f").found
+    reply = ForgetReply.model_validate_json('{"request_id": "f", "removed": {"redis": 0, "pgvector": 1}, "blocked": 1}')
+    assert reply.ok and reply.found and reply.removed == Removed(redis=0, pgvector=1)

@@ -1,8 +1,9 @@
-"""The cache tiers. Each offers `lookup_*` (nearest candidate or None) and `store`."""
+"""The cache tiers. Each offers `lookup_*` (nearest candidate or None), `store`, and removal for `forget`."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
 import numpy as np
 import numpy.typing as npt
@@ -18,3 +19,12 @@ class Candidate:
     similarity: float
     # The stored question's own vector, when the tier returns it (needed to promote an entry).
     vector: npt.NDArray[np.float32] | None = None
+
+
+class Stored(StrEnum):
+    """What a tier did with a write-back."""
+
+    STORED = "stored"
+    PRESENT = "present"  # first write wins: an entry was there already
+    BLOCKED = "blocked"  # the question/answer pair is on the blocklist (feedback)
+    FORGOTTEN = "forgotten"  # read before a forget of the entry or its tenant finished

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+
 import asyncpg
 import numpy as np
 import numpy.typing as npt
 
-from schemas.cache import CacheEntry
+from schemas.cache import CacheEntry, answer_hash
 from worker import sqlfiles
-from worker.tiers import Candidate
+from worker.tiers import Candidate, Stored
 
 # Serializes schema creation across workers starting at once (CREATE ... IF NOT EXISTS can race).
 SCHEMA_LOCK_ID = 0x64656A61
@@ -30,6 +33,7 @@ class PgTier:
         self._schema_ready = False
         self._knn = sqlfiles.query("knn", profile)
         self._insert = sqlfiles.query("insert_entry", profile)
+        self._lock_writes = sqlfiles.query("lock_writes", profile)
 
     async def ready(self) -> None:
         """Create the schema on first use; raises the connection error while Postgres is unreachable."""
@@ -56,13 +60,60 @@ class PgTier:
             vector=row["embedding"].to_numpy().astype(np.float32),
         )
 
-    async def store(self, entry: CacheEntry) -> bool:
-        """Insert unless present; True when this call wrote it."""
+    @asynccontextmanager
+    async def writing(self, tenant: str, entry_ids: Sequence[str]) -> AsyncIterator[asyncpg.Connection]:
+        """A transaction that holds the write locks of `tenant` and `entry_ids`, which a forget waits for."""
         await self.ready()
-        status = await self.pool.execute(
+        conn: asyncpg.Connection
+        async with self.pool.acquire() as conn, conn.transaction():
+            await self.lock_writes(conn, tenant, entry_ids)
+            yield conn
+
+    async def lock_writes(self, conn: asyncpg.Connection, tenant: str, entry_ids: Sequence[str]) -> None:
+        """Shared, until the transaction ends (sql/queries/lock_writes.sql)."""
+        await conn.execute(self._lock_writes, tenant, list(entry_ids))
+
+    async def insert(self, conn: asyncpg.Connection, entry: CacheEntry) -> Stored:
+        """Insert unless present or blocklisted."""
+        row = await conn.fetchrow(
             self._insert,
             entry.entry_id, entry.scope_id, entry.tenant, entry.model, entry.system_hash,
             entry.context_hash, entry.question, entry.question_hash, entry.answer,
-            np.frombuffer(entry.vector, dtype=np.float32),
+            np.frombuffer(entry.vector, dtype=np.float32), answer_hash(entry.answer),
         )  # fmt: skip
-        return bool(status.endswith(" 1"))
+        if row["blocked"]:
+            return Stored.BLOCKED
+        return Stored.STORED if row["inserted"] else Stored.PRESENT
+
+    # --- removal (worker.forget) ---
+
+    @asynccontextmanager
+    async def forgetting(
+        self, *, entry_id: str | None = None, tenant: str | None = None
+    ) -> AsyncIterator[asyncpg.Connection]:
+        """A transaction that holds the entry's (or else the tenant's) write lock: writes of it wait until commit."""
+        await self.ready()
+        conn: asyncpg.Connection
+        async with self.pool.acquire() as conn, conn.transaction():
+            if entry_id is not None:
+                await conn.execute(sqlfiles.query("forget_lock_entry", self.profile), entry_id)
+            else:
+                await conn.execute(sqlfiles.query("forget_lock_tenant", self.profile), tenant)
+            yield conn
+
+    async def delete_entry(self, conn: asyncpg.Connection, entry_id: str, tenant: str | None) -> list[tuple[str, str]]:
+        """Delete one entry (only of `tenant`, if given); returns the (tenant, answer) of the row deleted."""
+        rows = await conn.fetch(sqlfiles.query("forget_entry", self.profile), entry_id, tenant)
+        return [(row["tenant"], row["answer"]) for row in rows]
+
+    async def delete_tenant(self, conn: asyncpg.Connection, tenant: str) -> int:
+        status = await conn.execute(sqlfiles.query("forget_tenant", self.profile), tenant)
+        return int(status.split()[-1])
+
+    async def block(
+        self, conn: asyncpg.Connection, entry_id: str, answer_hashes: Sequence[str], tenant: str, reason: str | None
+    ) -> None:
+        """Put question/answer pairs on the durable blocklist; tenant '' blocks them for any tenant."""
+        await conn.executemany(
+            sqlfiles.query("block_answer", self.profile), [(entry_id, h, tenant, reason) for h in answer_hashes]
+        )

@@ -6,19 +6,37 @@ tier runs KNN 1 over the same hashes, filtered by scope. One write serves both.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import numpy.typing as npt
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from schemas.cache import CacheEntry
-from schemas.keys import entry_prefix, index_name
+from schemas.cache import CacheEntry, answer_hash
+from schemas.keys import (
+    BLOCKED_PREFIX,
+    COALESCED_ANSWER_PREFIX,
+    FORGOTTEN_PREFIX,
+    FORGOTTEN_TENANT_PREFIX,
+    entry_prefix,
+    index_name,
+)
 from worker.lua import script
-from worker.tiers import Candidate
+from worker.tiers import Candidate, Stored
 
 # HNSW build parameters; query breadth (EF_RUNTIME) is a setting.
 HNSW_M = 16
 HNSW_EF_CONSTRUCTION = 200
+# Entries deleted per round when forgetting a tenant.
+FORGET_BATCH = 1000
+_STORED = {1: Stored.STORED, 0: Stored.PRESENT, -1: Stored.BLOCKED, -2: Stored.FORGOTTEN}
+_TAG_SPECIAL = re.compile(r"([^A-Za-z0-9_])")
+
+
+def _tag(value: str) -> str:
+    """A value for a TAG query, escaped (tenants may hold '.' and '-')."""
+    return _TAG_SPECIAL.sub(r"\\\1", value)
 
 
 class RedisTier:
@@ -78,14 +96,67 @@ class RedisTier:
             similarity=1.0 - float(fields["dist"]),
         )
 
-    async def store(self, entry: CacheEntry) -> bool:
-        """Store unless present; True when this call wrote it."""
-        written = await self._store(
-            keys=[self.key(entry.entry_id)],
+    async def store(self, entry: CacheEntry, as_of: float) -> Stored:
+        """Store unless present, blocklisted, or forgotten after `as_of` (worker/lua/store_entry.lua)."""
+        result = await self._store(
+            keys=[self.key(entry.entry_id), BLOCKED_PREFIX + entry.entry_id, FORGOTTEN_PREFIX + entry.entry_id,
+                  FORGOTTEN_TENANT_PREFIX + entry.tenant],
             args=[
-                self.ttl_s,
+                self.ttl_s, repr(as_of), answer_hash(entry.answer), entry.tenant,
                 "scope", entry.scope_id, "tenant", entry.tenant, "question", entry.question,
                 "answer", entry.answer, "vec", entry.vector,
             ],
         )  # fmt: skip
-        return bool(written)
+        return _STORED[int(result)]
+
+    async def forgotten(self, entry: CacheEntry, as_of: float) -> bool:
+        """The store script's tombstone test, for the Postgres step of a write-back (run under its lock)."""
+        marks = await self.client.mget([FORGOTTEN_PREFIX + entry.entry_id, FORGOTTEN_TENANT_PREFIX + entry.tenant])
+        return any(mark is not None and as_of <= float(mark) for mark in marks)
+
+    # --- removal (worker.forget) ---
+
+    async def owner(self, entry_id: str) -> tuple[str, str] | None:
+        """The stored entry's tenant and answer, or None."""
+        tenant, answer = await self.client.hmget(self.key(entry_id), ["tenant", "answer"])
+        if not isinstance(tenant, bytes) or not isinstance(answer, bytes):
+            return None
+        return tenant.decode(), answer.decode()
+
+    async def delete(self, entry_ids: list[str]) -> int:
+        """Delete entries and any coalesced answer still waiting for followers; returns the entries deleted."""
+        if not entry_ids:
+            return 0
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.delete(*(self.key(i) for i in entry_ids))
+            pipe.delete(*(COALESCED_ANSWER_PREFIX + i for i in entry_ids))
+            deleted, _ = await pipe.execute()
+        return int(deleted)
+
+    async def drop_coalesced(self, entry_id: str) -> None:
+        await self.client.delete(COALESCED_ANSWER_PREFIX + entry_id)
+
+    async def forget_tenant(self, tenant: str) -> int:
+        """Delete every entry of `tenant`, found through the index's tenant tag, in rounds of FORGET_BATCH."""
+        removed = 0
+        while True:
+            reply = await self.client.execute_command(
+                "FT.SEARCH", self.index, f"@tenant:{{{_tag(tenant)}}}",
+                "NOCONTENT", "LIMIT", 0, FORGET_BATCH, "DIALECT", 2,
+            )  # fmt: skip
+            ids = [key.decode().removeprefix(self.prefix) for key in reply[1:]]
+            deleted = await self.delete(ids)
+            removed += deleted
+            # An index that still lists keys already gone (expired) must not spin this loop.
+            if len(ids) < FORGET_BATCH or deleted == 0:
+                return removed
+
+    async def block(self, entry_id: str, answer_hashes: list[str], tenant: str) -> None:
+        """Copy blocklist pairs into Redis, where the store script checks them; tenant '' blocks for any tenant."""
+        if answer_hashes:
+            # One field per tenant: a tenant's block never overwrites another's (worker/lua/store_entry.lua).
+            await self.client.hset(BLOCKED_PREFIX + entry_id, mapping={f"{tenant}/{h}": 1 for h in answer_hashes})
+
+    async def tombstone(self, key: str, until: float, ttl_s: int) -> None:
+        """Refuse write-backs of content read up to `until`; `key` is an entry's or a tenant's tombstone."""
+        await self.client.set(key, repr(until), ex=ttl_s)

@@ -1,0 +1,111 @@
+"""Removal, worker side: task `dejavu.forget` on the writeback queue (`dejavu forget`, feedback).
+
+One entry, in order:
+    read its Redis hash (tenant, answer) -> one Postgres transaction: take the entry's write lock, delete its
+    row, blocklist its answers (feedback), put up its tombstone -> commit -> delete the Redis hash (the exact
+    and the KNN tier) and any coalesced answer, copy the blocklist into Redis -> stamp the tombstone.
+A tenant: the same with the tenant's write lock and tombstone, one DELETE by tenant, and the Redis hashes found
+through the vector index's tenant tag.
+
+Why a tombstone: a write-back queued before the forget ran (an LLM answer, a pgvector hit being promoted into
+Redis) carries the entry and would store it again afterwards. Every write-back carries `as_of`, a time before
+its content was read, and the store script refuses one not newer than the tombstone (worker/lua/store_entry.lua).
+While the forget runs the tombstone refuses every write-back; then it holds the finish time plus the allowed
+clock skew, so an answer read after the forget is cached again. The Postgres step of a write-back holds shared
+write locks and reads the tombstone under them (sql/queries/lock_writes.sql): it either commits before the
+forget's DELETE, which then removes its row, or waits for the forget and sees the tombstone.
+
+Why a blocklist: feedback says an answer is wrong, and a deterministic LLM asked again gives the same answer,
+which a forget alone would let the cache store again. The pair (entry id, answer hash) goes to Postgres (the
+durable copy) and Redis (the store script's); neither tier stores it again. A different answer may be cached.
+
+Safe to run twice: a second run finds nothing to delete, blocklist inserts are idempotent, and the reply is
+published once per request id.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from pydantic import ValidationError
+
+from schemas.cache import answer_hash
+from schemas.keys import FORGOTTEN_PREFIX, FORGOTTEN_TENANT_PREFIX
+from schemas.messages import ErrorCode, ForgetReply, ForgetRequest, Removed, ReplyError
+from worker.errors import UNREACHABLE, TransientError
+from worker.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+# A tombstone no write-back's as_of reaches: refuses them all while the forget runs.
+IN_PROGRESS = 1e18
+
+
+async def handle(raw: str, rt: Runtime) -> None:
+    try:
+        request = ForgetRequest.model_validate_json(raw)
+    except ValidationError as exc:
+        await rt.replies.reject(raw, exc, lambda request_id, error: ForgetReply(request_id=request_id, error=error))
+        return
+    try:
+        if request.entry_id is not None:
+            reply = await forget_entry(request, request.entry_id, rt)
+        else:
+            assert request.tenant is not None  # ForgetRequest names an entry or a tenant
+            reply = await forget_tenant(request, request.tenant, rt)
+    except UNREACHABLE as exc:
+        raise TransientError(f"forget {request.request_id} will be retried: {exc!r}") from exc
+    except Exception as exc:
+        log.exception("forget %s failed unexpectedly", request.request_id)
+        error = ReplyError(code=ErrorCode.INTERNAL, message=f"internal error: {exc!r}", retryable=True)
+        reply = ForgetReply(request_id=request.request_id, error=error)
+    await rt.replies.publish(request.reply_to, reply)
+
+
+async def forget_entry(request: ForgetRequest, eid: str, rt: Runtime) -> ForgetReply:
+    only = request.tenant
+    cached = await rt.redis_tier.owner(eid)
+    # (tenant, answer) of what is stored under the id, within the tenant restriction if there is one.
+    found = [cached] if cached is not None and only in (None, cached[0]) else []
+    hashes: list[str] = []
+    tombstone = FORGOTTEN_PREFIX + eid
+    async with rt.pg_tier.forgetting(entry_id=eid) as conn:
+        rows = await rt.pg_tier.delete_entry(conn, eid, only)
+        found += rows
+        # An operator (no restriction) may remove any entry; a tenant only one found in its own entries.
+        owned = only is None or bool(found)
+        # '' blocks the pair for whichever tenant owns the id: an operator's feedback on an entry not stored yet.
+        tenant = only or (found[0][0] if found else "")
+        if request.bad:
+            answers = {answer for _, answer in found} | ({request.answer} if request.answer is not None else set())
+            hashes = sorted(answer_hash(answer) for answer in answers)
+            await rt.pg_tier.block(conn, eid, hashes, tenant, request.reason)
+        if owned:
+            await rt.redis_tier.tombstone(tombstone, IN_PROGRESS, rt.settings.forget_tombstone_s)
+    removed_redis = await rt.redis_tier.delete([eid]) if owned else 0
+    await rt.redis_tier.block(eid, hashes, tenant)
+    if owned:
+        await _finish(tombstone, rt)
+    log.info("forgot entry %s: redis %d, pgvector %d, blocked %d%s", eid, removed_redis, len(rows), len(hashes),
+             f" (reason: {request.reason})" if request.reason else "")  # fmt: skip
+    return ForgetReply(
+        request_id=request.request_id, removed=Removed(redis=removed_redis, pgvector=len(rows)), blocked=len(hashes)
+    )
+
+
+async def forget_tenant(request: ForgetRequest, tenant: str, rt: Runtime) -> ForgetReply:
+    tombstone = FORGOTTEN_TENANT_PREFIX + tenant
+    async with rt.pg_tier.forgetting(tenant=tenant) as conn:
+        await rt.redis_tier.tombstone(tombstone, IN_PROGRESS, rt.settings.forget_tombstone_s)
+        removed_pg = await rt.pg_tier.delete_tenant(conn, tenant)
+    removed_redis = await rt.redis_tier.forget_tenant(tenant)
+    await _finish(tombstone, rt)
+    log.info("forgot tenant %s: redis %d, pgvector %d", tenant, removed_redis, removed_pg)
+    return ForgetReply(request_id=request.request_id, removed=Removed(redis=removed_redis, pgvector=removed_pg))
+
+
+async def _finish(tombstone: str, rt: Runtime) -> None:
+    # From now on only content read after the forget (allowing for clock skew between workers) is stored again.
+    until = time.time() + rt.settings.clock_skew_s
+    await rt.redis_tier.tombstone(tombstone, until, rt.settings.forget_tombstone_s)
