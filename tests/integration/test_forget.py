@@ -24,10 +24,8 @@ from schemas.cache import CacheEntry, Scope, WritebackJob, entry_id, question_ha
 from schemas.keys import BLOCKED_PREFIX, COALESCED_ANSWER_PREFIX, entry_prefix, index_name
 from schemas.messages import ChatReply, Removed, Tier
 from tests.conftest import llm_calls, wait_until
-from tests.integration.conftest import Gateway
+from tests.integration.conftest import Gateway, dejavu, post
 from tests.integration.test_backfill import pg
-from tests.integration.test_cli import dejavu
-from tests.integration.test_gateway import post
 from worker import writeback
 from worker.local.servers import LocalStack
 from worker.runtime import Runtime
