@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: help install run test lint bench clean
+.PHONY: help install run test lint bench chaos clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -33,6 +33,9 @@ test: lint  ## lint, then the unit and integration tests against real servers th
 bench: install  ## latency per tier, hits/s (direct and gateway), full MedQuAD backfill; bench/results/latest.json
 	$(BIN)/python -m bench.spine
 	$(BIN)/python -m bench.backfill
+
+chaos: install  ## 10,000 requests at ~200/s while a worker is SIGKILLed, Redis restarts, Postgres stops; chaos.json
+	$(BIN)/python -m bench.chaos
 
 clean:  ## remove the venv and local server data
 	rm -rf $(VENV) .var
