@@ -37,10 +37,10 @@ def two_machines(stack: LocalStack, client: Client) -> Iterator[None]:
 
 def tasks_per_node() -> dict[str, Counter[str]]:
     celery = make_celery(Settings())
-    try:
-        stats = celery.control.inspect(timeout=3).stats() or {}
-    finally:
-        celery.close()
+    # A connection of its own: kombu's process-wide pool may still hold one from before the Redis restart.
+    with celery.connection_for_write() as connection:
+        stats = celery.control.inspect(timeout=3, connection=connection).stats() or {}
+    celery.close()
     return {node.split("@")[0]: Counter(s.get("total", {})) for node, s in stats.items()}
 
 
