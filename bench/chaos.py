@@ -77,6 +77,7 @@ class Run:
     faults: list[dict[str, Any]] = field(default_factory=list)
     send_retries: int = 0
     wait_retries: int = 0
+    retry_causes: Counter[str] = field(default_factory=Counter)
 
 
 def build_groups(embedder: Embedder, threshold: float, n: int) -> list[Group]:
@@ -160,9 +161,10 @@ class Load:
             except Overloaded:
                 out.failure = "overloaded"
                 return False
-            except (RedisError, OSError):
+            except (RedisError, OSError) as exc:
                 # Redis is restarting: send the same request again (same id, so at most one reply).
                 self.run.send_retries += 1
+                self.run.retry_causes[f"send {type(exc).__name__}: {str(exc)[:80]}"] += 1
                 if request.expired():
                     out.failure = "unsent"
                     return False
@@ -176,8 +178,9 @@ class Load:
             except ReplyTimeout:
                 out.failure = "lost"
                 return None
-            except (RedisError, OSError):
+            except (RedisError, OSError) as exc:
                 self.run.wait_retries += 1
+                self.run.retry_causes[f"wait {type(exc).__name__}: {str(exc)[:80]}"] += 1
                 await asyncio.sleep(0.2)
 
 
@@ -269,6 +272,7 @@ def tally(run: Run, groups: list[Group], seconds: float) -> dict[str, Any]:
         "achieved_rate_per_s": round(len(outcomes) / seconds, 1),
         "send_retries": run.send_retries,
         "wait_retries": run.wait_retries,
+        "retry_causes": dict(run.retry_causes.most_common(8)),
         "faults": run.faults,
     }
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Sequence
-from typing import TypedDict, Unpack
+from typing import Any, TypedDict, Unpack
 
 from celery import Celery
 
@@ -187,6 +187,23 @@ class RequestBuilder:
 def reply_wait_s(request: ChatRequest) -> float:
     """How long to wait for a request's reply: until its deadline, plus the worker's grace to say it expired."""
     return max(0.0, request.deadline - time.time()) + REPLY_GRACE_S
+
+
+def redis_options(settings: Settings) -> dict[str, Any]:
+    """Connection options shared by the sync and async clients (each with its redis-py BlockingConnectionPool).
+
+    Every request waiting for its reply holds one connection (BLPOP). redis-py's default pool refuses the
+    101st with MaxConnectionsError, which under a spike failed sends; a blocking pool of
+    `client_max_connections` makes the next caller wait for a free connection instead.
+    """
+    return {
+        "protocol": 2,
+        # No read timeout: replies are awaited with BLPOP, whose own timeout bounds the wait.
+        "socket_timeout": None,
+        "socket_connect_timeout": 5,
+        "max_connections": settings.client_max_connections,
+        "timeout": None,  # the pool's: how long a caller waits for a free connection
+    }
 
 
 def make_celery(settings: Settings) -> Celery:

@@ -25,6 +25,7 @@ from producer.base import (
     lookup_message,
     make_celery,
     ping,
+    redis_options,
     reply_wait_s,
 )
 from schemas.keys import LOOKUP_QUEUE, WRITEBACK_QUEUE, reply_key
@@ -38,10 +39,8 @@ __all__ = ["REPLY_GRACE_S", "Client", "ReplyTimeout"]
 class Client(RequestBuilder):
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or get_settings()
-        # No read timeout: replies are awaited with BLPOP, whose own timeout bounds the wait.
-        self.redis = redis.Redis.from_url(
-            self.settings.redis_url, protocol=2, socket_timeout=None, socket_connect_timeout=5
-        )
+        pool = redis.BlockingConnectionPool.from_url(self.settings.redis_url, **redis_options(self.settings))
+        self.redis = redis.Redis.from_pool(pool)  # owns the pool: close() closes it
         self._enqueue = self.redis.register_script(script("enqueue_bounded"))
         self.celery = make_celery(self.settings)
 

@@ -98,6 +98,9 @@ class Settings(BaseSettings):
     # How long an unread reply waits for a producer that starts listening late.
     reply_ttl_s: int = 600
     default_timeout_s: float = 30.0
+    # Redis connections one producer process (client, gateway) may hold; each request awaiting its reply holds
+    # one, and callers beyond it wait for a free one. Mind Redis's own maxclients (10,000) across processes.
+    client_max_connections: int = Field(default=1000, ge=2)
     # Producers refuse new requests with `overloaded` while the lookup queue is this deep (0: never).
     max_queue_depth: int = 2000
     # What an overloaded producer tells callers to wait before retrying (HTTP Retry-After).

@@ -120,3 +120,24 @@ def test_reply_lists_are_per_request(client: Client, rdb: redis.Redis, tenant: s
     assert client.get_reply(second, timeout=10).request_id == second
     assert client.get_reply(first, timeout=10).request_id == first
     assert not rdb.exists(reply_key(first)) and not rdb.exists(reply_key(second))
+
+
+def test_more_waiting_requests_than_connections_wait_their_turn(tenant: str) -> None:
+    # Each request awaiting its reply holds a Redis connection; with only 3, twelve concurrent asks queue for
+    # one instead of failing (redis-py's default pool raises MaxConnectionsError past its limit).
+    settings = Settings(client_max_connections=3)
+    questions = [fresh_question() for _ in range(12)]
+
+    async def asks() -> list[bool]:
+        async with AsyncClient(settings) as client:
+            replies = await asyncio.gather(*(client.ask(q, tenant=tenant, timeout=30) for q in questions))
+        return [r.ok for r in replies]
+
+    assert all(asyncio.run(asks()))
+    client = Client(settings)
+    try:
+        with concurrent.futures.ThreadPoolExecutor(12) as pool:
+            replies = list(pool.map(lambda q: client.ask(q, tenant=tenant, timeout=30), questions))
+    finally:
+        client.close()
+    assert all(r.ok for r in replies)
