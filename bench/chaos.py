@@ -75,8 +75,7 @@ class Run:
     outcomes: list[Outcome] = field(default_factory=list)
     in_flight: int = 0
     faults: list[dict[str, Any]] = field(default_factory=list)
-    send_retries: int = 0
-    wait_retries: int = 0
+    retries: Counter[str] = field(default_factory=Counter)  # "send" / "wait"
     retry_causes: Counter[str] = field(default_factory=Counter)
 
 
@@ -163,8 +162,7 @@ class Load:
                 return False
             except (RedisError, OSError) as exc:
                 # Redis is restarting: send the same request again (same id, so at most one reply).
-                self.run.send_retries += 1
-                self.run.retry_causes[f"send {type(exc).__name__}: {str(exc)[:80]}"] += 1
+                self._retrying("send", exc)
                 if request.expired():
                     out.failure = "unsent"
                     return False
@@ -179,9 +177,12 @@ class Load:
                 out.failure = "lost"
                 return None
             except (RedisError, OSError) as exc:
-                self.run.wait_retries += 1
-                self.run.retry_causes[f"wait {type(exc).__name__}: {str(exc)[:80]}"] += 1
+                self._retrying("wait", exc)
                 await asyncio.sleep(0.2)
+
+    def _retrying(self, what: str, exc: Exception) -> None:
+        self.run.retries[what] += 1
+        self.run.retry_causes[f"{what} {type(exc).__name__}: {str(exc)[:80]}"] += 1
 
 
 async def drive(load: Load, total: int, rate: float, cold_share: float) -> None:
@@ -270,8 +271,8 @@ def tally(run: Run, groups: list[Group], seconds: float) -> dict[str, Any]:
         "unique_cold_questions": sum(o.kind == "cold" for o in outcomes),
         "latency_ms": pct(latencies) if latencies else {},
         "achieved_rate_per_s": round(len(outcomes) / seconds, 1),
-        "send_retries": run.send_retries,
-        "wait_retries": run.wait_retries,
+        "send_retries": run.retries["send"],
+        "wait_retries": run.retries["wait"],
         "retry_causes": dict(run.retry_causes.most_common(8)),
         "faults": run.faults,
     }
