@@ -113,8 +113,8 @@ class Forgetter:
 
 
 def judge(
-    wl: Workload, queries: list[Query], served: list[Served], ref: Nearest, entry_vecs: np.ndarray,
-    query_vecs: np.ndarray, threshold: float,
+    wl: Workload, queries: list[Query], served: list[Served], ref: Nearest, ref_guarded: Nearest,
+    entry_vecs: np.ndarray, query_vecs: np.ndarray, threshold: float,
 ) -> dict[str, Any]:  # fmt: skip
     hits = sum(s.entry != MISS for s in served)
     right = sum(
@@ -130,22 +130,27 @@ def judge(
         "right": right,
         "wrong": wrong,
         "agreement": agreement(ref, served_indices(served), entry_vecs, query_vecs, threshold).as_dict(),
+        # The same against what cosine plus this project's guards would serve (its design, not an index loss).
+        "agreement_with_guards": agreement(
+            ref_guarded, served_indices(served), entry_vecs, query_vecs, threshold
+        ).as_dict(),
         "tiers": dict(Counter(s.tier for s in served)),
     }
 
 
-def guarded(wl: Workload, queries: list[Query], ref: Nearest, threshold: float) -> np.ndarray:
-    """Which queries should hit once this project's guards have had their say (cosine alone: ref.hits)."""
-    ok = [
-        bool(h) and (s >= 1.0 or guards.check(q.text, wl.entries[i].question).ok)
+def guarded(wl: Workload, queries: list[Query], ref: Nearest, threshold: float) -> Nearest:
+    """The reference once this project's guards have had their say: a hit they refuse becomes a miss."""
+    refused = np.array([
+        bool(h) and s < 1.0 and not guards.check(q.text, wl.entries[i].question).ok
         for q, h, i, s in zip(queries, ref.hits(threshold), ref.index, ref.similarity, strict=True)
-    ]
-    return np.array(ok)
+    ])  # fmt: skip
+    return Nearest(ref.index, np.where(refused, np.float32(-1.0), ref.similarity))
 
 
 def measure(
-    system: System, wl: Workload, ref: dict[str, Nearest], vecs: dict[str, np.ndarray], entry_vecs: np.ndarray,
-    threshold: float, semantic: list[str], callers: int, forget: Forgetter | None,
+    system: System, wl: Workload, ref: dict[str, Nearest], ref_guarded: dict[str, Nearest],
+    vecs: dict[str, np.ndarray], entry_vecs: np.ndarray, threshold: float, semantic: list[str], callers: int,
+    forget: Forgetter | None,
 ) -> dict[str, Any]:  # fmt: skip
     """Every figure for one system: per kind, one caller then `callers` callers."""
     out: dict[str, Any] = {}
@@ -161,7 +166,7 @@ def measure(
             "latency_ms": pct(latencies),
             "hit_latency_ms": pct(hit_latencies),
             "n": len(texts),
-            **judge(wl, queries, served, ref[kind], entry_vecs, vecs[kind], threshold),
+            **judge(wl, queries, served, ref[kind], ref_guarded[kind], entry_vecs, vecs[kind], threshold),
             "lookups_per_s_1": round(len(texts) / wall, 1),
             "hits_per_s_1": round(len(hit_latencies) / wall, 1),
         }
@@ -236,8 +241,8 @@ def main() -> None:
                                   one_by_one) for k in KINDS}  # fmt: skip
         ref = {k: nearest(entry_vecs, vecs[k]) for k in KINDS}
         para = wl.of_kind("paraphrase")
-        should = guarded(wl, para, ref["paraphrase"], threshold)
-        semantic = [q.text for q, ok in zip(para, should, strict=True) if ok]
+        ref_guarded = {k: guarded(wl, wl.of_kind(k), ref[k], threshold) for k in KINDS}
+        semantic = [q.text for q, ok in zip(para, ref_guarded["paraphrase"].hits(threshold), strict=True) if ok]
         results |= {
             "entries": len(wl.entries), "queries_per_kind": args.per_kind, "threshold_cosine": threshold,
             "callers": args.callers, "lookup_processes": args.concurrency, "llm_delay_ms": args.llm_delay_ms,
@@ -245,8 +250,9 @@ def main() -> None:
             | {"paraphrase_hits_guards_allow": len(semantic)},
         }  # fmt: skip
         if "peers" not in skip:
-            results["systems"] = run_systems(args, stack, settings, embedder, wl, ref, vecs, entry_vecs, semantic,
-                                             gateway_url, nodes)  # fmt: skip
+            results["systems"] = run_systems(
+                args, stack, settings, embedder, wl, ref, ref_guarded, vecs, entry_vecs, semantic, gateway_url, nodes
+            )
         if "recall" not in skip:
             scales = [int(s) for s in args.scales.split(",")]
             queries = np.concatenate([vecs[k] for k in KINDS])
@@ -271,8 +277,8 @@ def main() -> None:
 
 def run_systems(
     args: argparse.Namespace, stack: LocalStack, settings: Settings, embedder: Embedder, wl: Workload,
-    ref: dict[str, Nearest], vecs: dict[str, np.ndarray], entry_vecs: np.ndarray, semantic: list[str],
-    gateway_url: str, nodes: int,
+    ref: dict[str, Nearest], ref_guarded: dict[str, Nearest], vecs: dict[str, np.ndarray], entry_vecs: np.ndarray,
+    semantic: list[str], gateway_url: str, nodes: int,
 ) -> dict[str, Any]:  # fmt: skip
     threshold = embedder.profile.threshold_redis
     out: dict[str, Any] = {}
@@ -287,7 +293,9 @@ def run_systems(
         store = system.store(wl.entries)
         print(f"{system.name}: asking ...", flush=True)
         out[system.name] = {"store_per_s": None if math.isnan(store) else round(store, 1)}
-        out[system.name] |= measure(system, wl, ref, vecs, entry_vecs, threshold, semantic, args.callers, None)
+        out[system.name] |= measure(
+            system, wl, ref, ref_guarded, vecs, entry_vecs, threshold, semantic, args.callers, None
+        )
         system.close()
 
     ours = Ours(settings, TENANT, root)
@@ -300,7 +308,9 @@ def run_systems(
         for system in (ours, gateway):
             print(f"{system.name}: asking ...", flush=True)
             out[system.name] = {"store_per_s": round(store, 1) if system is ours else None}
-            out[system.name] |= measure(system, wl, ref, vecs, entry_vecs, threshold, semantic, args.callers, forget)
+            out[system.name] |= measure(
+                system, wl, ref, ref_guarded, vecs, entry_vecs, threshold, semantic, args.callers, forget
+            )
         assert ours.backfill is not None
         out[ours.name]["backfill"] = {"rows": ours.backfill.read, "seconds": round(ours.backfill.seconds, 2),
                                       "embed_share": round(ours.backfill.embed_share, 3)}  # fmt: skip

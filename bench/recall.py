@@ -202,9 +202,9 @@ async def _load_redis(
     start = time.perf_counter()
     tier = RedisTier(client, PROFILE, dim, settings.redis_ttl_s, settings.redis_ef_runtime)
     await tier.ensure_index()
-    for lo in range(0, len(texts), 500):
+    for lo in range(0, len(texts), 64):
         await asyncio.gather(
-            *(tier.store(_entry(texts[i], ids[i], vectors[i])) for i in range(lo, min(lo + 500, len(texts))))
+            *(tier.store(_entry(texts[i], ids[i], vectors[i])) for i in range(lo, min(lo + 64, len(texts))))
         )
     await _wait_indexed(client, index_name(PROFILE), len(texts))
     return round(time.perf_counter() - start, 2)
