@@ -92,10 +92,25 @@ def workload(n_medquad: int = 10_000, n_per_kind: int = 500, seed: int = 0) -> W
     return Workload(entries, queries)
 
 
-def scale_corpus(base: Workload) -> list[str]:
+def extra_paraphrases(base: Workload, n: int = 2000) -> list[str]:
+    """More questions near the threshold, for the recall figures: `text_b` of Quora duplicate pairs beyond the
+    workload's, whose `text_a` is stored at ~80k (scale_corpus) but mostly not at 10k."""
+    taken = {normalize_question(q.text) for q in base.queries} | {normalize_question(e.question) for e in base.entries}
+    out: list[str] = []
+    for row in _jsonl("qqp_pairs_dev.jsonl"):
+        a, b = str(row["text_a"]).strip(), str(row["text_b"]).strip()
+        kb = normalize_question(b)
+        if row["label"] == 1 and kb != normalize_question(a) and kb not in taken and len(out) < n:
+            taken.add(kb)
+            out.append(b)
+    return out
+
+
+def scale_corpus(base: Workload, extra: Sequence[str] = ()) -> list[str]:
     """About 80k questions: MedQuAD's distinct questions plus every distinct Quora dev question, except the
-    queries' own texts (a paraphrase or a miss that were stored would be exact hits); the base entries first."""
+    questions asked (a paraphrase or a miss that were stored would be exact hits); the base entries first."""
     taken = {normalize_question(q.text) for q in base.queries if q.kind != "exact"}
+    taken |= {normalize_question(t) for t in extra}
     seen = set(taken)
     out: list[str] = []
 
