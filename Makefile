@@ -3,11 +3,13 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
+# The peer libraries of `make bench-peers` (the `bench` extra): never needed to run or test the project.
+BENCH_STAMP := $(VENV)/.bench-stamp
 
-.PHONY: help install run test lint bench chaos clean
+.PHONY: help install run test lint bench bench-peers chaos clean
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 install: $(STAMP)  ## create .venv and install the project with its embedded servers and dev tools
 
@@ -33,6 +35,13 @@ test: lint  ## lint, then the unit and integration tests against real servers th
 bench: install  ## latency per tier, hits/s (direct and gateway), full MedQuAD backfill; bench/results/latest.json
 	$(BIN)/python -m bench.spine
 	$(BIN)/python -m bench.backfill
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/pip install -q -e ".[local,dev,bench]"
+	touch $(BENCH_STAMP)
+
+bench-peers: install $(BENCH_STAMP)  ## RedisVL, GPTCache and this project side by side, recall at 10k/80k, mxbai-shaped cost; bench/results/peers.json
+	$(BIN)/python -m bench.peers
 
 chaos: install  ## 10,000 requests at ~200/s while a worker is SIGKILLed, Redis restarts, Postgres stops; chaos.json
 	$(BIN)/python -m bench.chaos

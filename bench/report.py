@@ -1,0 +1,143 @@
+"""The peers benchmark's output: headline ratios with their targets, the terminal table, the JSON and the chart."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+OURS, GATEWAY, REDISVL = "dejavu-client", "dejavu-gateway", "redisvl"
+SYSTEMS = ("reference", REDISVL, "gptcache", OURS, GATEWAY)
+# Headline key -> (comparison, target), from issue #9.
+TARGETS: dict[str, tuple[str, float]] = {
+    "semantic_p50_vs_redisvl": ("<=", 1.5),
+    "exact_p50_vs_redisvl": ("<=", 1.0),
+    "hits_per_s_vs_redisvl": (">=", 1.0),
+    "backfill_vs_redisvl_store": (">=", 1.5),
+    "agreement_redis_10k": (">=", 1.0),
+    "agreement_redis_80k": (">=", 0.995),
+    "agreement_pgvector_10k": (">=", 1.0),
+    "agreement_pgvector_80k": (">=", 0.995),
+    "mxbai_int8_semantic_hit_p50_ms": ("<=", 30.0),
+}
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 3) if a is not None and b else None
+
+
+def headline(results: dict[str, Any]) -> dict[str, Any]:
+    """The issue's keys (ours divided by RedisVL's, agreement fractions, the mxbai p50) and whether each is met."""
+    out: dict[str, Any] = {}
+    systems = results.get("systems", {})
+    if OURS in systems and REDISVL in systems:
+        ours, rv = systems[OURS], systems[REDISVL]
+        out["semantic_p50_vs_redisvl"] = _ratio(ours["paraphrase"]["hit_latency_ms"].get("p50"),
+                                                rv["paraphrase"]["hit_latency_ms"].get("p50"))  # fmt: skip
+        out["exact_p50_vs_redisvl"] = _ratio(ours["exact"]["latency_ms"]["p50"], rv["exact"]["latency_ms"]["p50"])
+        # Ours with concurrent producers vs RedisVL in one process at its best (one caller or many).
+        rv_best = max(rv["semantic"]["lookups_per_s_1"], rv["semantic"]["lookups_per_s_n"])
+        out["hits_per_s_vs_redisvl"] = _ratio(ours["semantic"]["hits_per_s_n"], rv_best)
+        out["backfill_vs_redisvl_store"] = _ratio(ours["store_per_s"], rv["store_per_s"])
+    out |= results.get("recall", {}).get("headline", {})
+    mxbai = results.get("mxbai", {}).get("semantic_hit_p50_ms")
+    if mxbai is not None:
+        out["mxbai_int8_semantic_hit_p50_ms"] = mxbai
+    met = {}
+    for key, (op, target) in TARGETS.items():
+        value = out.get(key)
+        if value is not None:
+            met[key] = {"value": value, "target": f"{op} {target}",
+                        "met": value <= target if op == "<=" else value >= target}  # fmt: skip
+    return out | {"targets": met}
+
+
+def write_json(results: dict[str, Any], out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+
+
+def _fmt(value: Any, spec: str = ".2f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def print_table(r: dict[str, Any]) -> None:
+    systems = r.get("systems", {})
+    if systems:
+        n = r["callers"]
+        print(f"\n{r['entries']} entries, {r['queries_per_kind']} questions per kind, cosine >= {r['threshold_cosine']}"
+              f"; reference hits {r['reference']}")  # fmt: skip
+        print(f"{'system':<16}{'kind':<11}{'p50':>8}{'p90':>8}{'p99':>8}{'hit p50':>9}{'hits':>6}"
+              f"{'agree':>7}{'+guard':>7}{'right':>6}{'wrong':>6}{'/s 1':>8}{f'/s {n}':>8}")  # fmt: skip
+        for name in SYSTEMS:
+            s = systems.get(name)
+            if s is None:
+                continue
+            for kind in ("exact", "paraphrase", "miss"):
+                k = s[kind]
+                lat, hit = k["latency_ms"], k["hit_latency_ms"]
+                rate_n = s["semantic" if kind == "paraphrase" else kind].get("lookups_per_s_n") if kind in s else None
+                print(f"{name:<16}{kind:<11}{lat['p50']:>8.2f}{lat['p90']:>8.2f}{lat['p99']:>8.2f}"
+                      f"{_fmt(hit.get('p50')):>9}{k['hits']:>6}{k['agreement']['fraction']:>7.3f}"
+                      f"{k['agreement_with_guards']['fraction']:>7.3f}{k['right']:>6}"
+                      f"{k['wrong']:>6}{k['lookups_per_s_1']:>8.1f}{_fmt(rate_n, '.1f'):>8}")  # fmt: skip
+            sem = s.get("semantic", {})
+            print(f"{'':<16}semantic hits/s: 1 caller {_fmt(sem.get('hits_per_s_1'), '.1f')}, {n} callers "
+                  f"{_fmt(sem.get('hits_per_s_n'), '.1f')} ({sem.get('n')} questions); stores/s with embedding "
+                  f"{_fmt(s.get('store_per_s'), '.1f')}")  # fmt: skip
+        print(
+            "(agree: hit agreement with the exhaustive reference; +guard: with the reference after this project's "
+            "guards; /s for paraphrase: the reference's hits the guards let through)"
+        )
+    rec = r.get("recall")
+    if rec:
+        print("\nrecall: hit agreement with exhaustive search, tiers queried directly (same KNN as the pipeline)")
+        for scale, tiers in rec["scales"].items():
+            for tier, rows in tiers["sweep"].items():
+                cells = "  ".join(f"{k}: {v['agreement']['fraction']:.4f} ({v['latency_ms']['p50']:.2f} ms)"
+                                  for k, v in rows.items())  # fmt: skip
+                print(f"  {scale:>7} entries  {tier:<9} {cells}")
+    mx = r.get("mxbai")
+    if mx:
+        print(f"\nmxbai shape: {json.dumps(mx.get('embed_ms', {}))}")
+        print(f"  semantic hit through the client: {json.dumps(mx.get('layouts', {}))}")
+    print("\nheadline (target):")
+    for key, t in r.get("targets", {}).items():
+        print(f"  {key:<34}{t['value']:>10}  {t['target']:<9} {'met' if t['met'] else 'NOT met'}")
+
+
+def chart(r: dict[str, Any], path: Path) -> None:
+    """Latency (p50 bar, p99 tick) and lookups/s (1 and N callers) per system and kind."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    systems = [s for s in SYSTEMS if s in r["systems"]]
+    kinds = ("exact", "paraphrase", "miss")
+    fig, (left, right) = plt.subplots(1, 2, figsize=(14, 5.5))
+    width = 0.8 / len(systems)
+    for i, name in enumerate(systems):
+        s = r["systems"][name]
+        xs = [k + (i - (len(systems) - 1) / 2) * width for k in range(len(kinds))]
+        p50 = [s[k]["latency_ms"]["p50"] for k in kinds]
+        p99 = [s[k]["latency_ms"]["p99"] for k in kinds]
+        left.bar(xs, p50, width, label=name)
+        left.scatter(xs, p99, marker="_", s=200, color="black", zorder=3)
+        rates_1 = [s[k]["lookups_per_s_1"] if k != "paraphrase" else s.get("semantic", {}).get("lookups_per_s_1", 0)
+                   for k in kinds]  # fmt: skip
+        rates_n = [s["semantic" if k == "paraphrase" else k].get("lookups_per_s_n", 0) for k in kinds]
+        right.bar(xs, rates_n, width, label=name)
+        right.scatter(xs, rates_1, marker="_", s=200, color="black", zorder=3)
+    left.set_xticks(range(len(kinds)), ["exact", "paraphrase (hits and misses)", "miss"])
+    left.set_ylabel("ms per lookup (bar: p50, tick: p99)")
+    left.set_yscale("log")
+    left.set_title(f"Latency, one caller ({r['entries']} entries)")
+    right.set_xticks(range(len(kinds)), ["exact", "semantic hits", "miss"])
+    right.set_ylabel(f"lookups/s (bar: {r['callers']} callers, tick: 1 caller)")
+    right.set_title("Throughput")
+    fig.legend(*left.get_legend_handles_labels(), loc="lower center", ncol=len(systems), fontsize=9)
+    fig.suptitle(f"Same data, embedder and Redis; {r['cores']} cores; stand-in LLM delay {r['llm_delay_ms']} ms")
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
