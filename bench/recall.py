@@ -31,6 +31,7 @@ from worker.embed import Embedder
 from worker.local.servers import LocalStack
 from worker.runtime import redis_client
 from worker.settings import Settings
+from worker.tiers import Candidate
 from worker.tiers.pgvector import PgTier, ensure_schema
 from worker.tiers.redis import RedisTier
 
@@ -101,6 +102,12 @@ async def _one_scale(
             tier = RedisTier(client, PROFILE, dim, settings.redis_ttl_s, ef)
             sweep["redis"][f"ef_runtime={ef}"] = await _ask(tier.lookup_similar, position, ref, vectors, query_vecs,
                                                             threshold)  # fmt: skip
+        # The same HNSW query with RediSearch's hybrid policy forced to batches: what the query planner's choice
+        # of ad-hoc brute force (scopes up to ~10k entries) costs and buys.
+        sweep["redis"]["batches_ef_runtime=100"] = await _ask(
+            _raw_knn(client, index_name(PROFILE), "EF_RUNTIME 100 HYBRID_POLICY BATCHES"), position, ref, vectors,
+            query_vecs, threshold,
+        )  # fmt: skip
         sweep["redis"]["flat"] = await _ask_flat(client, dim, position, ref, vectors, query_vecs, threshold)
         for ef in PG_EF:
             pool = await asyncpg.create_pool(
@@ -151,27 +158,27 @@ async def _ask_flat(
         "TYPE", "FLOAT32", "DIM", dim, "DISTANCE_METRIC", "COSINE",
     )  # fmt: skip
     await _wait_indexed(client, FLAT_INDEX, len(position))
+    try:
+        return await _ask(_raw_knn(client, FLAT_INDEX, ""), position, ref, vectors, query_vecs, threshold)
+    finally:
+        await client.execute_command("FT.DROPINDEX", FLAT_INDEX)
+
+
+def _raw_knn(client: aioredis.Redis, index: str, options: str) -> Any:
+    """The pipeline's KNN 1 query with other query options, on any index over the tier's hashes."""
 
     async def lookup(scope_id: str, vector: np.ndarray) -> Any:
         reply = await client.execute_command(
-            "FT.SEARCH", FLAT_INDEX, f"(@scope:{{{scope_id}}})=>[KNN 1 @vec $v AS dist]",
+            "FT.SEARCH", index, f"(@scope:{{{scope_id}}})=>[KNN 1 @vec $v {options} AS dist]",
             "PARAMS", 2, "v", vector.astype(np.float32).tobytes(), "RETURN", 1, "dist",
             "SORTBY", "dist", "LIMIT", 0, 1, "DIALECT", 2,
         )  # fmt: skip
         if not reply or reply[0] == 0:
             return None
         fields = dict(zip(reply[2][::2], reply[2][1::2], strict=True))
+        return Candidate(reply[1].decode().removeprefix(entry_prefix(PROFILE)), "", "", 1.0 - float(fields[b"dist"]))
 
-        class Hit:
-            entry_id = reply[1].decode().removeprefix(entry_prefix(PROFILE))
-            similarity = 1.0 - float(fields[b"dist"])
-
-        return Hit
-
-    try:
-        return await _ask(lookup, position, ref, vectors, query_vecs, threshold)
-    finally:
-        await client.execute_command("FT.DROPINDEX", FLAT_INDEX)
+    return lookup
 
 
 async def _wait_indexed(client: aioredis.Redis, index: str, count: int, limit_s: float = 600) -> None:
