@@ -12,7 +12,6 @@ import http.client
 import json
 import os
 import platform
-import shutil
 import statistics
 import threading
 import time
@@ -24,6 +23,7 @@ from typing import Any
 import numpy as np
 import redis
 
+from bench.stack import fresh_stack
 from producer.client import Client
 from schemas.keys import entry_prefix
 from schemas.messages import ChatReply
@@ -180,15 +180,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS / "latest.json")
     args = parser.parse_args()
 
-    root = Path(".var/bench")
-    shutil.rmtree(root, ignore_errors=True)
-    stack = LocalStack(
-        root, redis_port=free_port(), pg_port=free_port(), llm_port=free_port(), durable=False,
-        worker_loglevel=args.loglevel,
-    )  # fmt: skip
-    stack.start()
-    try:
-        os.environ.update(stack.env())
+    with fresh_stack(Path(".var/bench"), worker_loglevel=args.loglevel) as stack:
         settings = Settings()
         nodes = stack.start_workers(1, args.concurrency, lookup_pool=args.lookup_pool)
         gateway_url = stack.start_gateway(free_port(), {GATEWAY_KEY: TENANT})
@@ -203,8 +195,6 @@ def main() -> None:
                         "worker_loglevel": args.loglevel,
                         "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})  # fmt: skip
         client.close()
-    finally:
-        stack.stop()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     # Merge: other benchmarks (bench.backfill) write their own keys into the same file.
     previous = json.loads(args.out.read_text()) if args.out.exists() else {}
