@@ -25,7 +25,6 @@ from worker.verifier import Verifier, features
 
 Bools = npt.NDArray[np.bool_]
 Floats = npt.NDArray[np.float64]
-Mode = Literal["pairs", "replay"]
 # Rows of text_a vectors compared with the asks at once in replay mode (bounds memory to ~chunk x entries).
 REPLAY_CHUNK = 2048
 
