@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import tempfile
 import threading
 import time
@@ -24,11 +23,11 @@ from typing import Any
 
 import numpy as np
 
+from bench.stack import fresh_stack
 from producer import backfill
 from producer.backfill_read import Fields
 from producer.client import Client
 from schemas.messages import Tier
-from worker.local.servers import LocalStack, free_port
 from worker.settings import Settings
 
 DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "medquad_qa.jsonl"
@@ -67,12 +66,7 @@ def bench_backfill(
     source: Path, root: Path = Path(".var/bench-backfill"), concurrency: int = 2, probe_interval_s: float = 0.05
 ) -> dict[str, Any]:
     """Backfill `source` into a fresh stack; returns the figures (see the module docstring)."""
-    shutil.rmtree(root, ignore_errors=True)
-    stack = LocalStack(root, redis_port=free_port(), pg_port=free_port(), llm_port=free_port(), durable=False)
-    stack.start()
-    saved = dict(os.environ)
-    try:
-        os.environ.update(stack.env())
+    with fresh_stack(root) as stack:
         settings = Settings()
         nodes = stack.start_workers(1, concurrency, lookup_pool="solo")
         client = Client(settings)
@@ -99,10 +93,6 @@ def bench_backfill(
                 prober.join()
         finally:
             client.close()
-    finally:
-        stack.stop()
-        os.environ.clear()
-        os.environ.update(saved)
     worker_s = summary.seconds * concurrency
     return {
         "backfill_rows_per_s": round(summary.read / summary.seconds, 1),

@@ -12,7 +12,6 @@ import http.client
 import json
 import os
 import platform
-import shutil
 import statistics
 import threading
 import time
@@ -24,13 +23,14 @@ from typing import Any
 import numpy as np
 import redis
 
+from bench.stack import fresh_stack
 from producer.client import Client
 from schemas.keys import entry_prefix
 from schemas.messages import ChatReply
-from worker import guards
+from worker import pipeline
 from worker.embed import Embedder
 from worker.local.servers import LocalStack, free_port
-from worker.settings import Settings
+from worker.settings import EmbedProfile, Settings
 
 DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -58,8 +58,10 @@ def load_questions(n: int) -> list[str]:
     return out
 
 
-def paraphrase_pairs(embedder: Embedder, threshold: float, n: int) -> list[tuple[str, str, float]]:
-    """Quora duplicate pairs whose paraphrase is a sure hit (cosine a margin above the threshold)."""
+def paraphrase_pairs(embedder: Embedder, profile: EmbedProfile, n: int) -> list[tuple[str, str, float]]:
+    """Quora duplicate pairs whose paraphrase is a sure hit (cosine a margin above the threshold, and the guards
+    and the verifier agree)."""
+    threshold = profile.threshold_redis
     pairs = []
     with open(DATA / "qqp_pairs_dev.jsonl") as f:
         for line in f:
@@ -73,7 +75,8 @@ def paraphrase_pairs(embedder: Embedder, threshold: float, n: int) -> list[tuple
     sims = (a * b).sum(axis=1)
     chosen, seen = [], set()
     for (ta, tb), s in zip(pairs, sims, strict=True):
-        if s >= threshold + 0.02 and ta.lower() not in seen and guards.check(tb, ta).ok:
+        sure = s >= threshold + 0.02 and pipeline.refusal(tb, ta, float(s), True, profile.verifier) is None
+        if sure and ta.lower() not in seen:
             seen.add(ta.lower())
             chosen.append((ta, tb, float(s)))
     return chosen[:n]
@@ -177,15 +180,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS / "latest.json")
     args = parser.parse_args()
 
-    root = Path(".var/bench")
-    shutil.rmtree(root, ignore_errors=True)
-    stack = LocalStack(
-        root, redis_port=free_port(), pg_port=free_port(), llm_port=free_port(), durable=False,
-        worker_loglevel=args.loglevel,
-    )  # fmt: skip
-    stack.start()
-    try:
-        os.environ.update(stack.env())
+    with fresh_stack(Path(".var/bench"), worker_loglevel=args.loglevel) as stack:
         settings = Settings()
         nodes = stack.start_workers(1, args.concurrency, lookup_pool=args.lookup_pool)
         gateway_url = stack.start_gateway(free_port(), {GATEWAY_KEY: TENANT})
@@ -193,15 +188,13 @@ def main() -> None:
         client.wait_for_workers(len(nodes))
         profile = settings.profile()
         embedder = Embedder(profile, settings.model_cache_dir, settings.embed_threads)
-        results = run(args, stack, client, embedder, profile.threshold_redis, gateway_url)
+        results = run(args, stack, client, embedder, profile, gateway_url)
         results.update({"model": profile.name, "quantize": profile.quantize, "cores": os.cpu_count(),
                         "cpu": platform.processor() or platform.machine(), "lookup_processes": args.concurrency,
                         "lookup_pool": args.lookup_pool, "task_events": settings.task_events,
                         "worker_loglevel": args.loglevel,
                         "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})  # fmt: skip
         client.close()
-    finally:
-        stack.stop()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     # Merge: other benchmarks (bench.backfill) write their own keys into the same file.
     previous = json.loads(args.out.read_text()) if args.out.exists() else {}
@@ -211,12 +204,12 @@ def main() -> None:
 
 
 def run(
-    args: argparse.Namespace, stack: LocalStack, client: Client, embedder: Embedder, threshold: float, gateway: str
+    args: argparse.Namespace, stack: LocalStack, client: Client, embedder: Embedder, profile: EmbedProfile, gateway: str
 ) -> dict[str, Any]:
     rdb = redis.Redis.from_url(stack.redis_url)
     total = args.n * args.runs
     questions = load_questions(int(total * 1.3))
-    pairs = paraphrase_pairs(embedder, threshold, total)
+    pairs = paraphrase_pairs(embedder, profile, total)
     embed_ms = []
     for q, _, _ in pairs[:300]:
         t = time.perf_counter()

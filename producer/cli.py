@@ -16,15 +16,17 @@ from kombu.exceptions import OperationalError
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
-from producer import backfill
+from producer import backfill, calibrate, evaluate
 from producer.aclient import AsyncClient
 from producer.backfill_read import Fields, FileFormatError
 from producer.base import ForgetCall, Overloaded, ReplyTimeout
 from producer.client import Client
+from producer.pairs import PairsError, read_pairs
 from producer.probes import health, pg_entries, queue_depths, redis_entries
 from schemas.keys import LOOKUP_QUEUE
 from schemas.messages import ForgetReply
-from worker.settings import Settings, get_settings
+from worker.runtime import Runtime
+from worker.settings import PROFILES_DIR, Settings, get_settings
 
 EXIT_OK = 0
 EXIT_ERROR_REPLY = 1
@@ -36,7 +38,8 @@ EXIT_INTERRUPTED = 130
 
 EPILOG = """exit codes:
   0  ok (status: Redis and Postgres reachable and at least one worker answers)
-  1  the cache answered with an error reply (its code and message go to stderr)
+  1  the cache answered with an error reply (its code and message go to stderr);
+     calibrate: no threshold reaches the target precision, or too few pairs
   2  usage error: bad arguments or an invalid request
   3  no reply in time, overloaded (queue too deep), or Redis / Postgres / the workers unreachable
   130  backfill interrupted (Ctrl-C): `dejavu backfill --resume ID` finishes it"""
@@ -320,7 +323,107 @@ def _removal_text(target: str, reply: ForgetReply, bad: bool) -> str:
     return text + (f"; {reply.blocked} question/answer pair(s) blocklisted" if bad else "")
 
 
-# Later subcommands (eval) join this table.
+# --- eval ---
+
+
+def _eval_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--pairs", type=Path, required=True, help="JSONL of text_a, text_b, label (1 = the same question)")
+    p.add_argument("--mode", choices=["pairs", "replay"], default="pairs",
+                   help="pairs: text_a alone in a tenant, text_b asked there; replay: every text_a in one cache, "
+                        "every text_b asked (default: %(default)s)")  # fmt: skip
+    p.add_argument("--limit", type=int, help="only the first N pairs")
+    p.add_argument("--no-guards", action="store_true", help="evaluate with the guards off (DEJAVU_GUARDS=false)")
+    p.add_argument("--no-verifier", action="store_true", help="evaluate with the verifier off (DEJAVU_VERIFIER=false)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def run_eval(args: argparse.Namespace, settings: Settings) -> int:
+    try:
+        pairs, skipped = read_pairs(args.pairs, args.limit)
+    except (OSError, PairsError) as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    settings = settings.model_copy(update={"guards": settings.guards and not args.no_guards,
+                                           "verifier": settings.verifier and not args.no_verifier})  # fmt: skip
+    try:
+        rt = Runtime.open(settings)
+    except UNREACHABLE as exc:
+        return _fail(f"cannot reach Redis or Postgres: {exc}", EXIT_UNAVAILABLE)
+    try:
+        report = evaluate.run(pairs, args.mode, rt, progress=not (args.json or args.no_progress))
+    except UNREACHABLE as exc:
+        return _fail(f"cannot reach Redis or Postgres: {exc}", EXIT_UNAVAILABLE)
+    finally:
+        rt.close()
+    out = report.to_json() | {"skipped_rows": skipped}
+    if args.json:
+        print(json.dumps(out))
+        return EXIT_OK
+    c = report.counts
+    verifier = "off" if out["verifier_threshold"] is None else f"threshold {out['verifier_threshold']:.4f}"
+    print(
+        f"{args.pairs.name}, {args.mode} mode: {len(pairs)} pairs, {c.asks} asks, {report.entries} entries stored; "
+        f"cosine threshold {out['threshold']}, guards {'on' if out['guards'] else 'off'}, verifier {verifier}"
+    )
+    print(f"precision {c.precision:.4f}  recall {c.recall:.4f}  F1 {c.f1:.4f}  hit rate {c.hit_rate:.4f}")
+    print(
+        f"right hits {c.right_hits}  wrong hits {c.wrong_hits}  missed {c.missed}  refused {c.refused}"
+        f"  (tiers: {', '.join(f'{k} {v}' for k, v in sorted(report.tiers.items())) or 'none'})"
+    )
+    for kind, kc in sorted(report.by_kind.items()):
+        print(f"  {kind}: {kc.asks} asks, {1 - kc.hit_rate:.1%} refused")
+    if skipped:
+        print(f"({skipped} rows with an empty text skipped)")
+    return EXIT_OK
+
+
+# --- calibrate ---
+
+
+def _calibrate_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--pairs", type=Path, action="append", required=True,
+                   help="JSONL of text_a, text_b, label; repeat to calibrate on several files")  # fmt: skip
+    p.add_argument("--target-precision", type=float, required=True, help="precision to reach, e.g. 0.9")
+    p.add_argument("--no-verifier", action="store_true",
+                   help="fit no verifier: choose the cosine threshold alone (guards still apply)")  # fmt: skip
+    p.add_argument(
+        "--min-similarity",
+        type=float,
+        default=0.8,
+        help="with a verifier: the cosine threshold below which it is not asked (default: %(default)s)",
+    )
+    p.add_argument("--limit", type=int, help="only the first N pairs of each file")
+    p.add_argument("--out", type=Path,
+                   help="where to write the profile configuration (default: DEJAVU_PROFILE_FILE, else the shipped "
+                        "worker/profiles/<profile>.json)")  # fmt: skip
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def run_calibrate(args: argparse.Namespace, settings: Settings) -> int:
+    if not 0 < args.target_precision <= 1:
+        return _fail("--target-precision must be in (0, 1]", EXIT_USAGE)
+    try:
+        pairs = [p for f in args.pairs for p in read_pairs(f, args.limit)[0]]
+    except (OSError, PairsError) as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    try:
+        result = calibrate.calibrate(args.pairs, pairs, args.target_precision, settings,
+                                     use_verifier=not args.no_verifier, min_similarity=args.min_similarity)  # fmt: skip
+    except calibrate.CalibrationError as exc:
+        return _fail(str(exc), EXIT_ERROR_REPLY)
+    out = args.out or settings.profile_file or PROFILES_DIR / f"{settings.embed_profile}.json"
+    calibrate.write(result.config, out)
+    report = result.report() | {"written_to": str(out)}
+    if args.json:
+        print(json.dumps(report))
+    else:
+        what = "verifier threshold" if result.config.verifier else "cosine threshold"
+        print(f"{what} {report['threshold']:.4f}: precision {report['precision']:.4f}, recall {report['recall']:.4f}, "
+              f"hit rate {report['hit_rate']:.4f} on {'held-out ' if result.config.verifier else ''}pairs; "
+              f"written to {out}\ncheck it on the real path: dejavu eval --pairs {args.pairs[0]}")  # fmt: skip
+    return EXIT_OK
+
+
 COMMANDS: dict[str, Command] = {
     "ask": Command(
         "ask a question and print the answer with its tier, similarity and latency", _ask_arguments, run_ask
@@ -343,6 +446,16 @@ COMMANDS: dict[str, Command] = {
         "(exit 1 when no such entry is stored)",
         _feedback_arguments,
         run_feedback,
+    ),
+    "eval": Command(
+        "precision, recall and hit rate on labelled question pairs, through the real lookup path",
+        _eval_arguments,
+        run_eval,
+    ),
+    "calibrate": Command(
+        "fit the verifier and choose the lowest threshold that reaches a precision on labelled pairs",
+        _calibrate_arguments,
+        run_calibrate,
     ),
 }
 

@@ -33,6 +33,7 @@ from worker import guards
 from worker.errors import REDIS_DOWN, UNREACHABLE, DeadlineExceeded, ReplyableError
 from worker.runtime import Runtime
 from worker.tiers import Candidate
+from worker.verifier import Verifier
 
 log = logging.getLogger(__name__)
 
@@ -109,14 +110,14 @@ async def lookup(request: ChatRequest, rt: Runtime) -> tuple[ChatReply, Writebac
     # 5. Redis KNN in this scope.
     hit = await rt.redis_tier.lookup_similar(scope.scope_id, vector)
     clock.lap("redis")
-    if _accept(request.question, hit, rt.profile.threshold_redis, rt.settings.guards):
+    if _accept(request.question, hit, rt.profile.threshold_redis, rt):
         assert hit is not None
         return _served(request, hit, Tier.REDIS, clock), None
 
     # 6. pgvector KNN; a hit is promoted into Redis so the next ask is served there.
     hit = await _pg_lookup(rt, scope.scope_id, vector)
     clock.lap("pgvector")
-    if _accept(request.question, hit, rt.profile.threshold_pgvector, rt.settings.guards):
+    if _accept(request.question, hit, rt.profile.threshold_pgvector, rt):
         assert hit is not None and hit.vector is not None
         promote = WritebackJob(
             entry=_entry(scope, hit.entry_id, hit.question, question_hash(hit.question), hit.answer, hit.vector),
@@ -178,16 +179,34 @@ def _context(rt: Runtime) -> dict[str, object]:
     return {CTX_MAX_QUESTION_BYTES: rt.settings.max_question_bytes, CTX_ALLOW_EXPIRED: True}
 
 
-def _accept(question: str, hit: Candidate | None, threshold: float, use_guards: bool) -> bool:
-    """A neighbour is served only above the threshold and when no guard says it asks something else."""
+def _accept(question: str, hit: Candidate | None, threshold: float, rt: Runtime) -> bool:
+    """A neighbour is served only above the threshold and when neither the guards nor the verifier object."""
     if hit is None or hit.similarity < threshold:
         return False
-    if use_guards and hit.similarity < 1.0:
-        verdict = guards.check(question, hit.question)
-        if not verdict.ok:
-            log.info("guard refused entry %s (%s, similarity %.3f)", hit.entry_id, verdict.reason, hit.similarity)
-            return False
+    reason = refusal(question, hit.question, hit.similarity, rt.settings.guards, rt.profile.verifier)
+    if reason is not None:
+        log.info("%s refused entry %s (similarity %.3f)", reason, hit.entry_id, hit.similarity)
+        return False
     return True
+
+
+def refusal(
+    question: str, candidate: str, similarity: float, use_guards: bool, verifier: Verifier | None
+) -> str | None:
+    """Why a neighbour at or above the threshold must not be served ("guard: negation", "verifier"), or None.
+
+    producer/sweep.py applies the same rule to whole arrays; keep the two in step.
+    """
+    if similarity >= 1.0:  # the same vector: a case or spacing twin of the stored question
+        return None
+    q, c = guards.parse(question), guards.parse(candidate)
+    if use_guards:
+        verdict = guards.verdict(q, c)
+        if not verdict.ok:
+            return f"guard: {verdict.reason}"
+    if verifier is not None and verifier.score(q, c, similarity) < verifier.threshold:
+        return "verifier"
+    return None
 
 
 async def _pg_lookup(rt: Runtime, scope_id: str, vector: npt.NDArray[np.float32]) -> Candidate | None:

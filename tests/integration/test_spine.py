@@ -104,6 +104,24 @@ def test_multi_turn_does_not_hit_single_turn_entry(client: Client, rdb: redis.Re
     assert client.ask(messages=history, tenant=tenant).tier == Tier.LLM
 
 
+def test_a_conversation_entry_is_served_only_there(client: Client, rdb: redis.Redis, tenant: str) -> None:
+    turns = [{"role": "user", "content": "My father has diabetes."}, {"role": "assistant", "content": "I am sorry."}]
+    first = client.ask(messages=[*turns, {"role": "user", "content": QUESTION}], tenant=tenant)
+    assert first.tier == Tier.LLM
+    wait_until(lambda: redis_entry_exists(rdb, first.entry_id or ""))
+    # Only the last user message is the cached question (and the only text embedded).
+    assert rdb.hget(entry_prefix(PROFILE) + (first.entry_id or ""), "question") == QUESTION.encode()
+    # The same conversation: exact, and a paraphrase of the last message, hit.
+    again = client.ask(messages=[*turns, {"role": "user", "content": QUESTION}], tenant=tenant)
+    assert again.tier == Tier.EXACT and again.entry_id == first.entry_id
+    para = client.ask(messages=[*turns, {"role": "user", "content": PARAPHRASE}], tenant=tenant)
+    assert para.tier == Tier.REDIS and para.entry_id == first.entry_id
+    # Another conversation, or none, with the same last question: a miss.
+    other = [{"role": "user", "content": "My mother has asthma."}, {"role": "assistant", "content": "I see."}]
+    assert client.ask(messages=[*other, {"role": "user", "content": QUESTION}], tenant=tenant).tier == Tier.LLM
+    assert client.ask(QUESTION, tenant=tenant).tier == Tier.LLM
+
+
 @pytest.mark.parametrize(
     ("marker", "code"),
     [("[[standin:status=500]]", ErrorCode.LLM_ERROR), ("[[standin:sleep=9]]", ErrorCode.LLM_TIMEOUT),

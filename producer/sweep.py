@@ -1,0 +1,191 @@
+"""Offline scoring of asks: what the lookup path would decide at every threshold, in numpy.
+
+The real path (producer/evaluate.py) answers "hit or miss at the configured thresholds" for one setting per
+run. To draw curves and to calibrate, each ask's nearest stored question, cosine, guard verdict and verifier
+score are computed once with the same embedder, guards and verifier, and the serving rule of
+`worker.pipeline.refusal` is applied here to whole arrays: exact tier first; then cosine at or above the
+tier's threshold; similarity 1.0 is served as is; otherwise the guards and then the verifier must agree.
+`tests/integration/test_eval.py` checks that this agrees with the real path ask by ask.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from producer.pairs import Counts, Pair, components, count
+from schemas.cache import normalize_question
+from worker import guards
+from worker.embed import Embedder
+from worker.verifier import Verifier, features
+
+Bools = npt.NDArray[np.bool_]
+Floats = npt.NDArray[np.float64]
+# Rows of text_a vectors compared with the asks at once in replay mode (bounds memory to ~chunk x entries).
+REPLAY_CHUNK = 2048
+
+
+@dataclass(frozen=True)
+class Asks:
+    """One row per ask: the question, its nearest stored question and what is known about the pair."""
+
+    questions: list[str]
+    candidates: list[str]
+    similarity: Floats
+    exact: Bools  # the exact tier serves it (same normalized question)
+    right: Bools  # the nearest stored question is the same question
+    answerable: Bools  # some stored question is the same question
+    features: Floats  # worker.verifier.features per row
+    guard_ok: Bools
+
+    def subset(self, mask: Bools) -> Asks:
+        idx = np.flatnonzero(mask)
+        return Asks([self.questions[i] for i in idx], [self.candidates[i] for i in idx], self.similarity[idx],
+                    self.exact[idx], self.right[idx], self.answerable[idx], self.features[idx],
+                    self.guard_ok[idx])  # fmt: skip
+
+
+def _asks(questions: list[str], candidates: list[str], similarity: Floats, right: Bools, answerable: Bools) -> Asks:
+    both = list(zip(questions, candidates, strict=True))
+    exact = np.array([normalize_question(q) == normalize_question(c) for q, c in both])
+    parsed = {t: guards.parse(t) for t in {*questions, *candidates}}
+    feats = np.array([features(parsed[q], parsed[c], float(s)) for (q, c), s in zip(both, similarity, strict=True)])
+    guard_ok = np.array([guards.verdict(parsed[q], parsed[c]).ok for q, c in both], dtype=bool)
+    feats = feats.reshape(len(questions), -1)
+    return Asks(questions, candidates, similarity, exact, right, answerable, feats, guard_ok)
+
+
+def embed_texts(embedder: Embedder, texts: Sequence[str]) -> dict[str, npt.NDArray[np.float32]]:
+    """Each distinct text embedded once, alone, as a live lookup embeds it. Not in batches: the int8 model
+    quantizes activations per batch, so a text's vector moves with its batch mates (cosine off by up to ~0.005),
+    enough to put a pair on the other side of a threshold than the real path does."""
+    return {t: embedder.embed_one(t) for t in dict.fromkeys(texts)}
+
+
+def pairs_asks(pairs: Sequence[Pair], vectors: dict[str, npt.NDArray[np.float32]]) -> Asks:
+    """Pairs mode: text_a alone in its scope, text_b asked; the nearest is text_a."""
+    a = np.stack([vectors[p.text_a] for p in pairs]).astype(np.float64)
+    b = np.stack([vectors[p.text_b] for p in pairs]).astype(np.float64)
+    labels = np.array([p.label == 1 for p in pairs])
+    return _asks([p.text_b for p in pairs], [p.text_a for p in pairs], (a * b).sum(axis=1), labels, labels)
+
+
+def stored_questions(pairs: Sequence[Pair]) -> list[str]:
+    """Replay mode's cache: each text_a once per normalized question, the first one kept (first write wins)."""
+    first: dict[str, str] = {}
+    for p in pairs:
+        first.setdefault(normalize_question(p.text_a), p.text_a)
+    return list(first.values())
+
+
+def asked_questions(pairs: Sequence[Pair]) -> list[str]:
+    """Replay mode's asks: each text_b once."""
+    return list(dict.fromkeys(p.text_b for p in pairs))
+
+
+def replay_asks(pairs: Sequence[Pair], vectors: dict[str, npt.NDArray[np.float32]]) -> Asks:
+    """Replay mode: every text_a stored in one scope, every text_b asked; the nearest is searched exhaustively."""
+    stored, asked = stored_questions(pairs), asked_questions(pairs)
+    comp = components(pairs)
+    by_norm = {normalize_question(s): i for i, s in enumerate(stored)}
+    entries = np.stack([vectors[s] for s in stored])
+    nearest = np.empty(len(asked), dtype=np.int64)
+    sims = np.empty(len(asked))
+    for start in range(0, len(asked), REPLAY_CHUNK):
+        chunk = np.stack([vectors[q] for q in asked[start : start + REPLAY_CHUNK]])
+        scores = chunk @ entries.T
+        nearest[start : start + len(chunk)] = scores.argmax(axis=1)
+        sims[start : start + len(chunk)] = scores.max(axis=1)
+    for i, q in enumerate(asked):  # the exact tier answers before any vector search
+        j = by_norm.get(normalize_question(q))
+        if j is not None:
+            nearest[i], sims[i] = j, float(entries[j] @ vectors[q])
+    stored_components = {comp[normalize_question(s)] for s in stored}
+    candidates = [stored[j] for j in nearest]
+    asked_components = [comp[normalize_question(q)] for q in asked]
+    right = np.array([a == comp[normalize_question(c)] for a, c in zip(asked_components, candidates, strict=True)])
+    answerable = np.array([a in stored_components for a in asked_components])
+    return _asks(asked, candidates, sims, right, answerable)
+
+
+def scores(asks: Asks, verifier: Verifier | None) -> Floats:
+    """The verifier's probability per ask (1.0 everywhere without a verifier: it then refuses nothing)."""
+    return np.ones(len(asks.questions)) if verifier is None else verifier.probabilities(asks.features)
+
+
+def served(asks: Asks, threshold: float, use_guards: bool, verifier: Verifier | None) -> Bools:
+    """The serving rule of worker.pipeline, on arrays."""
+    similar = asks.similarity >= threshold
+    same = asks.similarity >= 1.0
+    passes = (asks.guard_ok | (not use_guards)) & (scores(asks, verifier) >= (verifier.threshold if verifier else 0))
+    result: Bools = asks.exact | (similar & (same | passes))
+    return result
+
+
+def counts(asks: Asks, hit: Bools) -> Counts:
+    return count(hit, asks.right, asks.answerable)
+
+
+@dataclass(frozen=True)
+class Curve:
+    """Precision, recall and hit rate at each threshold of one swept value (cosine or verifier probability)."""
+
+    thresholds: Floats
+    precision: Floats
+    recall: Floats
+    hit_rate: Floats
+    hits: npt.NDArray[np.int64]
+
+    def lowest_reaching(self, target_precision: float, min_hits: int = 1) -> int | None:
+        """Index of the lowest threshold whose precision reaches the target with at least `min_hits` hits."""
+        ok = np.flatnonzero((self.precision >= target_precision) & (self.hits >= min_hits))
+        return int(ok[-1]) if len(ok) else None
+
+    def cut(self, i: int) -> float:
+        """A threshold that serves exactly what point i serves, halfway to the next lower value: a pair's
+        similarity computed by Redis in float32 must not fall on the other side of it by rounding."""
+        lower = float(self.thresholds[i + 1]) if i + 1 < len(self.thresholds) else float(self.thresholds[i]) - 1e-4
+        return (float(self.thresholds[i]) + lower) / 2
+
+    def at(self, threshold: float) -> int:
+        """Index of the largest curve threshold at or below `threshold`."""
+        return int(np.flatnonzero(self.thresholds >= threshold)[-1])
+
+
+def curve(asks: Asks, sweep: Literal["cosine", "verifier"], use_guards: bool, verifier: Verifier | None = None,
+          min_similarity: float = 0.0) -> Curve:  # fmt: skip
+    """Sweep the cosine threshold (no verifier), or the verifier's threshold above `min_similarity`.
+
+    Thresholds run from high to low; the point at index i serves everything scoring at or above thresholds[i].
+    """
+    if sweep == "verifier" and verifier is None:
+        raise ValueError("a verifier sweep needs a verifier")
+    same = asks.similarity >= 1.0
+    if sweep == "cosine":
+        value = asks.similarity
+        always = asks.exact
+        eligible = ~always & (same | asks.guard_ok | (not use_guards))
+    else:
+        value = scores(asks, verifier)
+        always = asks.exact | (same & (asks.similarity >= min_similarity))
+        eligible = ~always & (asks.similarity >= min_similarity) & (asks.guard_ok | (not use_guards))
+    order = np.flatnonzero(eligible)[np.argsort(-value[eligible], kind="stable")]
+    right = asks.right[order]
+    base_right, base_hits = int((always & asks.right).sum()), int(always.sum())
+    right_hits = base_right + np.cumsum(right)
+    hits = base_hits + np.arange(1, len(order) + 1)
+    # Only cut between different values: a threshold serves all ties.
+    vals = value[order]
+    last_of_tie = np.r_[vals[1:] != vals[:-1], True] if len(vals) else np.zeros(0, dtype=bool)
+    n, answerable = len(asks.questions), max(int(asks.answerable.sum()), 1)
+    return Curve(
+        thresholds=vals[last_of_tie],
+        precision=(right_hits / hits)[last_of_tie],
+        recall=(right_hits / answerable)[last_of_tie],
+        hit_rate=(hits / n)[last_of_tie],
+        hits=hits[last_of_tie],
+    )
