@@ -12,10 +12,13 @@ from types import TracebackType
 from typing import Unpack, cast
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
 from redis.exceptions import RedisError
 
 from producer.base import (
     PING_TIMEOUT_S,
+    RETRIES,
+    RETRY_BACKOFF,
     FeedbackOptions,
     ForgetCall,
     ForgetOptions,
@@ -39,7 +42,9 @@ from worker.settings import Settings, get_settings
 class AsyncClient(RequestBuilder):
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or get_settings()
-        pool = aioredis.BlockingConnectionPool.from_url(self.settings.redis_url, **redis_options(self.settings))
+        pool = aioredis.BlockingConnectionPool.from_url(
+            self.settings.redis_url, retry=Retry(RETRY_BACKOFF, RETRIES), **redis_options(self.settings)
+        )
         self.redis = aioredis.Redis.from_pool(pool)  # owns the pool: aclose() closes it
         self._enqueue = self.redis.register_script(script("enqueue_bounded"))
         self.celery = make_celery(self.settings)

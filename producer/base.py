@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from typing import Any, TypedDict, Unpack
 
 from celery import Celery
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import BusyLoadingError, ConnectionError, TimeoutError
 
 from schemas.cache import Scope, entry_id, question_hash
 from schemas.keys import FORGET_TASK, LOOKUP_QUEUE, LOOKUP_TASK, WRITEBACK_QUEUE, reply_key
@@ -203,7 +205,14 @@ def redis_options(settings: Settings) -> dict[str, Any]:
         "socket_connect_timeout": 5,
         "max_connections": settings.client_max_connections,
         "timeout": None,  # the pool's: how long a caller waits for a free connection
+        # Ride out a Redis restart (refused connections, then LOADING while it replays its append-only file)
+        # for ~5 s. A send retried after a lost reply may enqueue twice: the request id keeps that one reply.
+        "retry_on_error": [ConnectionError, TimeoutError, BusyLoadingError],
     }
+
+
+RETRY_BACKOFF = ExponentialBackoff(cap=1.0, base=0.05)
+RETRIES = 8
 
 
 def make_celery(settings: Settings) -> Celery:

@@ -10,10 +10,13 @@ import time
 from typing import Unpack, cast
 
 import redis
+from redis.retry import Retry
 
 from producer.base import (
     PING_TIMEOUT_S,
     REPLY_GRACE_S,
+    RETRIES,
+    RETRY_BACKOFF,
     FeedbackOptions,
     ForgetCall,
     ForgetOptions,
@@ -39,7 +42,9 @@ __all__ = ["REPLY_GRACE_S", "Client", "ReplyTimeout"]
 class Client(RequestBuilder):
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or get_settings()
-        pool = redis.BlockingConnectionPool.from_url(self.settings.redis_url, **redis_options(self.settings))
+        pool = redis.BlockingConnectionPool.from_url(
+            self.settings.redis_url, retry=Retry(RETRY_BACKOFF, RETRIES), **redis_options(self.settings)
+        )
         self.redis = redis.Redis.from_pool(pool)  # owns the pool: close() closes it
         self._enqueue = self.redis.register_script(script("enqueue_bounded"))
         self.celery = make_celery(self.settings)

