@@ -35,6 +35,9 @@ REDIS_RETRY: dict[str, Any] = {
     "retry_backoff_max": 2,
     "max_retries": 20,
 }
+# Handing a miss or a write-back on to the next queue rides out a Redis restart (~30 s) instead of failing
+# the task: Celery's default (3 quick tries) gave up mid-restart and lost that miss or write-back.
+PUBLISH_RETRY: dict[str, Any] = {"max_retries": 30, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 1.0}
 # Storing and removing wait for a down Postgres instead of giving up: retried until it is back.
 UNTIL_BACK: dict[str, Any] = {
     "autoretry_for": (TransientError,),
@@ -71,9 +74,9 @@ def lookup(payload: str) -> None:
     rt = runtime.current(get_settings())
     outcome = rt.run(pipeline.handle(payload, rt))
     if outcome.miss is not None:
-        complete.apply_async(args=[outcome.miss.model_dump_json()], queue=LLM_QUEUE)
+        hand_off(complete, outcome.miss.model_dump_json(), LLM_QUEUE)
     if outcome.writeback is not None:
-        writeback_task.apply_async(args=[outcome.writeback.model_dump_json()], queue=WRITEBACK_QUEUE)
+        hand_off(writeback_task, outcome.writeback.model_dump_json(), WRITEBACK_QUEUE)
 
 
 @app.task(name=COMPLETE_TASK, **REDIS_RETRY)
@@ -81,7 +84,11 @@ def complete(payload: str) -> None:
     rt = runtime.current(get_settings())
     job = rt.run(pipeline.complete(payload, rt))
     if job is not None:
-        writeback_task.apply_async(args=[job.model_dump_json()], queue=WRITEBACK_QUEUE)
+        hand_off(writeback_task, job.model_dump_json(), WRITEBACK_QUEUE)
+
+
+def hand_off(task: Any, payload: str, queue: str) -> None:
+    task.apply_async(args=[payload], queue=queue, retry=True, retry_policy=PUBLISH_RETRY)
 
 
 @app.task(name=WRITEBACK_TASK, **UNTIL_BACK)
