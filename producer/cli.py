@@ -37,11 +37,13 @@ EXIT_DEGRADED = 4
 EXIT_INTERRUPTED = 130
 
 EPILOG = """exit codes:
-  0  ok (status: Redis and Postgres reachable and at least one worker answers)
+  0  ok (status: Redis and Postgres reachable, at least one worker answers, the lookup queue under its limit)
   1  the cache answered with an error reply (its code and message go to stderr);
      calibrate: no threshold reaches the target precision, or too few pairs
   2  usage error: bad arguments or an invalid request
   3  no reply in time, overloaded (queue too deep), or Redis / Postgres / the workers unreachable
+     (status: down: Redis unreachable or no worker answers)
+  4  status only: degraded, requests are answered but Postgres is down or the lookup queue is full
   130  backfill interrupted (Ctrl-C): `dejavu backfill --resume ID` finishes it"""
 
 UNREACHABLE = (RedisError, OSError, OperationalError)
