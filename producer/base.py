@@ -9,7 +9,9 @@ from typing import Any, TypedDict, Unpack
 
 from celery import Celery
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import BusyLoadingError, ConnectionError, TimeoutError
+from redis.exceptions import BusyLoadingError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from schemas.cache import Scope, entry_id, question_hash
 from schemas.keys import FORGET_TASK, LOOKUP_QUEUE, LOOKUP_TASK, WRITEBACK_QUEUE, reply_key
@@ -207,7 +209,7 @@ def redis_options(settings: Settings) -> dict[str, Any]:
         "timeout": None,  # the pool's: how long a caller waits for a free connection
         # Ride out a Redis restart (refused connections, then LOADING while it replays its append-only file)
         # for ~5 s. A send retried after a lost reply may enqueue twice: the request id keeps that one reply.
-        "retry_on_error": [ConnectionError, TimeoutError, BusyLoadingError],
+        "retry_on_error": [RedisConnectionError, RedisTimeoutError, BusyLoadingError],
     }
 
 
