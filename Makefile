@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
+EVAL_STAMP := $(VENV)/.eval-stamp
 
-.PHONY: help install run test lint bench clean
+.PHONY: help install run test lint bench eval clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -33,6 +34,13 @@ test: lint  ## lint, then the unit and integration tests against real servers th
 bench: install  ## latency per tier, hits/s (direct and gateway), full MedQuAD backfill; bench/results/latest.json
 	$(BIN)/python -m bench.spine
 	$(BIN)/python -m bench.backfill
+
+eval: $(EVAL_STAMP)  ## precision/recall on the dev pairs and hard negatives, real path; bench/results/eval.{json,png}
+	DEJAVU_EMBED_THREADS=2 $(BIN)/python -m bench.eval
+
+$(EVAL_STAMP): $(STAMP)
+	$(BIN)/pip install -q -e ".[local,dev,eval]"
+	touch $(EVAL_STAMP)
 
 clean:  ## remove the venv and local server data
 	rm -rf $(VENV) .var
