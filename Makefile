@@ -6,7 +6,9 @@ STAMP  := $(VENV)/.installed-stamp
 # The peer libraries of `make bench-peers` (the `bench` extra): never needed to run or test the project.
 BENCH_STAMP := $(VENV)/.bench-stamp
 
-.PHONY: help install run test lint bench bench-peers chaos clean
+EVAL_STAMP := $(VENV)/.eval-stamp
+
+.PHONY: help install run test lint bench bench-peers chaos eval clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -45,6 +47,13 @@ bench-peers: install $(BENCH_STAMP)  ## RedisVL, GPTCache and this project side 
 
 chaos: install  ## 10,000 requests at ~200/s while a worker is SIGKILLed, Redis restarts, Postgres stops; chaos.json
 	$(BIN)/python -m bench.chaos
+
+eval: $(EVAL_STAMP)  ## precision/recall on the dev pairs and hard negatives, real path; bench/results/eval.{json,png}
+	DEJAVU_EMBED_THREADS=2 $(BIN)/python -m bench.eval
+
+$(EVAL_STAMP): $(STAMP)
+	$(BIN)/pip install -q -e ".[local,dev,eval]"
+	touch $(EVAL_STAMP)
 
 clean:  ## remove the venv and local server data
 	rm -rf $(VENV) .var
