@@ -21,9 +21,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from bench.stack import fresh_stack
+from bench.stats import pct
 from producer import backfill
 from producer.backfill_read import Fields
 from producer.client import Client
@@ -35,14 +34,6 @@ RESULTS = Path(__file__).resolve().parent / "results"
 TENANT = "bench-backfill"
 PROBE_TENANT = "bench-probe"
 PROBE = "What is the backfill benchmark's probe question?"
-
-
-def pct(values: list[float]) -> dict[str, float]:
-    if not values:
-        return {"n": 0}
-    v = np.asarray(values)
-    return {"p50": round(float(np.percentile(v, 50)), 3), "p99": round(float(np.percentile(v, 99)), 3),
-            "max": round(float(v.max()), 3), "n": len(values)}  # fmt: skip
 
 
 def probe_once(client: Client) -> float:

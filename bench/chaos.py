@@ -33,7 +33,8 @@ from typing import Any
 import numpy as np
 from redis.exceptions import RedisError
 
-from bench.spine import DATA, RESULTS, pct
+from bench.spine import DATA, RESULTS
+from bench.stats import pct
 from producer.aclient import AsyncClient
 from producer.base import Overloaded, ReplyTimeout
 from schemas.keys import reply_key

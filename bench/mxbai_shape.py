@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from bench.stats import pct
+
 F32 = npt.NDArray[np.float32]
 MXBAI_PROMPT = "Represent this sentence for searching relevant passages: "
 
@@ -203,12 +205,6 @@ def profile(model: Path, shape: BertShape, quantize: str) -> Any:
                                     "quantize": quantize})  # fmt: skip
 
 
-def pct(values: Sequence[float]) -> dict[str, float]:
-    v = np.asarray(values)
-    return {"p50": round(float(np.percentile(v, 50)), 2), "p90": round(float(np.percentile(v, 90)), 2),
-            "p99": round(float(np.percentile(v, 99)), 2), "n": len(values)}  # fmt: skip
-
-
 def check_against_numpy(
     model: Path, shape: BertShape, seed: int, questions: Sequence[str], cache: Path
 ) -> dict[str, Any]:
@@ -246,7 +242,7 @@ def embed_costs(model: Path, shape: BertShape, questions: Sequence[str], cache: 
             start = time.perf_counter()
             embedder.embed_one(q)
             times.append((time.perf_counter() - start) * 1000)
-        out[label] = pct(times)
+        out[label] = pct(times, digits=2)
         if label == "fp32_2threads":
             # Real tokens, not padding: encode_batch pads every question to the longest.
             tokens = [
@@ -323,7 +319,7 @@ def semantic_hits(
                         latencies.append(ms)
                 label = f"{processes}x{threads}"
                 out[label] = {"lookup_processes": processes, "threads_each": threads,
-                              "semantic_hit_ms": pct(latencies) if latencies else {"n": 0},
+                              "semantic_hit_ms": pct(latencies, digits=2),
                               "tiers": {t: tiers.count(t) for t in set(tiers)}}  # fmt: skip
             finally:
                 client.close()

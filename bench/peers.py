@@ -33,6 +33,7 @@ from bench.peer_systems import Gateway, GPTCache, Ours, RedisVL, Reference, Serv
 from bench.peers_data import KINDS, Query, Workload, cached_vectors, workload
 from bench.reference import MISS, Nearest, agreement, nearest
 from bench.report import chart, headline, print_table, write_json
+from bench.stats import pct
 from schemas.keys import COALESCED_ANSWER_PREFIX, entry_prefix
 from worker import guards, sqlfiles
 from worker.embed import Embedder
@@ -42,14 +43,6 @@ from worker.settings import Settings
 RESULTS = Path(__file__).resolve().parent / "results"
 TENANT = "peers"
 GATEWAY_KEY = "peers-key"
-
-
-def pct(values: Sequence[float]) -> dict[str, float]:
-    if not values:
-        return {"n": 0}
-    v = np.asarray(values)
-    return {"p50": round(float(np.percentile(v, 50)), 3), "p90": round(float(np.percentile(v, 90)), 3),
-            "p99": round(float(np.percentile(v, 99)), 3), "n": len(values)}  # fmt: skip
 
 
 def sequential(lookup: Any, texts: Sequence[str]) -> tuple[list[float], list[Served], float]:

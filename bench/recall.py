@@ -23,6 +23,7 @@ from pgvector.asyncpg import register_vector
 
 from bench.peers_data import Workload, cached_vectors, extra_paraphrases, scale_corpus
 from bench.reference import MISS, agreement, nearest
+from bench.stats import pct
 from schemas.cache import CacheEntry, Scope, entry_id, question_hash
 from schemas.keys import entry_prefix, index_name
 from worker import sqlfiles
@@ -39,11 +40,6 @@ PROFILE = "recall"
 SCOPE = Scope("recall", "recall-model", "no-system", "no-history")
 REDIS_EF = (10, 20, 50, 100, 200, 400)
 PG_EF = (20, 40, 100, 200, 400)
-
-
-def pct(values: Sequence[float]) -> dict[str, float]:
-    v = np.asarray(values)
-    return {"p50": round(float(np.percentile(v, 50)), 3), "p99": round(float(np.percentile(v, 99)), 3)}
 
 
 def run(

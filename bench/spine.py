@@ -20,10 +20,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import redis
 
 from bench.stack import fresh_stack
+from bench.stats import pct
 from producer.client import Client
 from schemas.keys import entry_prefix
 from schemas.messages import ChatReply
@@ -36,12 +36,6 @@ DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 RESULTS = Path(__file__).resolve().parent / "results"
 TENANT = "bench"
 GATEWAY_KEY = "bench-key"
-
-
-def pct(values: list[float]) -> dict[str, float]:
-    v = np.asarray(values)
-    return {"p50": round(float(np.percentile(v, 50)), 3), "p90": round(float(np.percentile(v, 90)), 3),
-            "p99": round(float(np.percentile(v, 99)), 3), "n": len(values)}  # fmt: skip
 
 
 def load_questions(n: int) -> list[str]:
