@@ -23,8 +23,6 @@ import random
 import shutil
 import signal
 import time
-import urllib.parse
-import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +35,7 @@ from bench.spine import DATA, RESULTS
 from bench.stats import pct
 from producer.aclient import AsyncClient
 from producer.base import Overloaded, ReplyTimeout
+from producer.client import Client
 from schemas.keys import reply_key
 from schemas.messages import ChatReply, ChatRequest
 from worker import guards
@@ -222,19 +221,13 @@ async def faults(stack: LocalStack, run: Run, at: dict[str, float], pg_down_s: f
     )
 
 
-def llm_calls(stack: LocalStack, question: str | None = None) -> int:
-    query = "" if question is None else "?q=" + urllib.parse.quote(question)
-    with urllib.request.urlopen(f"{stack.llm_url.removesuffix('/v1')}/standin/calls{query}", timeout=10) as resp:
-        return int(json.load(resp)["calls"])
-
-
 async def burst(client: AsyncClient, stack: LocalStack, tenant: str, n: int) -> dict[str, Any]:
     question = f"What is the chaos burst question number {random.randrange(10**9)}?"
     replies = await asyncio.gather(*(client.ask(question, tenant=tenant, timeout=TIMEOUT_S) for _ in range(n)))
     right = standin_answer(question)
     return {
         "burst_size": n,
-        "burst_llm_calls": llm_calls(stack, question),
+        "burst_llm_calls": stack.llm_calls(question),
         "burst_answered": sum(r.ok for r in replies),
         "burst_wrong": sum(r.ok and r.answer != right for r in replies),
         "burst_tiers": dict(Counter(str(r.tier) for r in replies)),
@@ -293,7 +286,7 @@ async def chaos(stack: LocalStack, args: argparse.Namespace, groups: list[Group]
         await drive(load, args.requests, args.rate, args.cold_share)
         await fault_task
         elapsed = time.monotonic() - started
-        calls = llm_calls(stack)
+        calls = stack.llm_calls()
         await asyncio.sleep(3)  # a duplicate reply would be published by now
         result = tally(run, groups, elapsed)
         result["duplicated"] = await duplicates(client, run.outcomes)
@@ -310,7 +303,7 @@ async def paraphrase_burst(client: AsyncClient, stack: LocalStack, tenant: str, 
     replies = await asyncio.gather(*(client.ask(t, tenant=tenant, timeout=TIMEOUT_S) for t in texts))
     return {
         "paraphrase_burst_size": n,
-        "paraphrase_burst_llm_calls": sum(llm_calls(stack, t) for t in group.texts),
+        "paraphrase_burst_llm_calls": sum(stack.llm_calls(t) for t in group.texts),
         "paraphrase_burst_wrong": sum(r.ok and r.answer not in group.right_answers for r in replies),
     }
 
@@ -322,8 +315,11 @@ def report(r: dict[str, Any]) -> None:
         ("errors", json.dumps(r["errors"])),
         ("lost / duplicated / wrong", f"{r['lost']} / {r['duplicated']} / {r['wrong']}"),
         ("llm calls / unique cold questions", f"{r['llm_calls']} / {r['unique_cold_questions']}"),
-        ("burst of 50: llm calls / answered", f"{r['burst_llm_calls']} / {r['burst_answered']}"),
-        ("burst of 25 + 25 paraphrases: llm calls", f"{r['paraphrase_burst_llm_calls']}"),
+        (f"burst of {r['burst_size']}: llm calls / answered", f"{r['burst_llm_calls']} / {r['burst_answered']}"),
+        (
+            f"burst of {r['paraphrase_burst_size']} split over a paraphrase: llm calls",
+            f"{r['paraphrase_burst_llm_calls']}",
+        ),
         ("latency p50 / p99 under load", f"{lat.get('p50')} / {lat.get('p99')} ms"),
         ("tiers", json.dumps(r["tiers"])),
         ("send / wait retries (Redis restart)", f"{r['send_retries']} / {r['wait_retries']}"),
@@ -361,8 +357,11 @@ def main() -> None:
         stack.start()
         os.environ.update(stack.env())
         stack.start_workers(1, 2, lookup_pool="solo")
-        with_workers = AsyncClient(Settings())
-        asyncio.run(_wait_for_workers(with_workers, 3))
+        client = Client(Settings())
+        try:
+            client.wait_for_workers(3)
+        finally:
+            client.close()
         print(f"sending {args.requests} requests at {args.rate}/s with faults ...")
         result = asyncio.run(chaos(stack, args, groups))
     finally:
@@ -372,14 +371,6 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")
-
-
-async def _wait_for_workers(client: AsyncClient, n: int) -> None:
-    async with client:
-        deadline = time.monotonic() + 120
-        while len(await client.workers(timeout=1.0)) < n:
-            if time.monotonic() > deadline:
-                raise SystemExit(f"fewer than {n} worker nodes answered within 120 s; see .var/chaos/*.log")
 
 
 if __name__ == "__main__":

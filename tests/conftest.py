@@ -98,6 +98,4 @@ def wait_until(check: Callable[[], object], timeout: float = 15.0) -> None:
 
 def llm_calls(stack: LocalStack, question: str) -> int:
     """How many times the stand-in LLM was asked this exact question."""
-    url = f"{stack.llm_url.removesuffix('/v1')}/standin/calls?q={urllib.parse.quote(question)}"
-    with urllib.request.urlopen(url, timeout=5) as resp:
-        return int(json.load(resp)["calls"])
+    return stack.llm_calls(question)

@@ -17,6 +17,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -95,6 +97,12 @@ class LocalStack:
     @property
     def llm_url(self) -> str:
         return f"http://127.0.0.1:{self.llm_port}/v1"
+
+    def llm_calls(self, question: str | None = None) -> int:
+        """How many times the stand-in LLM was asked this exact question (every question: None)."""
+        query = "" if question is None else "?q=" + urllib.parse.quote(question)
+        with urllib.request.urlopen(f"{self.llm_url.removesuffix('/v1')}/standin/calls{query}", timeout=10) as resp:
+            return int(json.load(resp)["calls"])
 
     def env(self) -> dict[str, str]:
         """DEJAVU_* variables that point every component at these servers."""
