@@ -25,6 +25,9 @@ def query(name: str, profile: str) -> str:
 def schema(profile: str, dim: int) -> list[str]:
     """Every schema file in order, ready to execute; each is idempotent."""
     return [
-        _read(f"schema/{path.name}").replace("{entries}", table_name(profile)).replace("{dim}", str(dim))
+        _read(f"schema/{path.name}")
+        .replace("{entries}", table_name(profile))
+        .replace("{profile}", profile)
+        .replace("{dim}", str(dim))
         for path in sorted((SQL_DIR / "schema").glob("*.sql"))
     ]

@@ -16,7 +16,6 @@ CREATE TABLE IF NOT EXISTS {entries} (
     UNIQUE (scope_id, question_hash)
 );
 
-CREATE INDEX IF NOT EXISTS {entries}_embedding_hnsw
-    ON {entries} USING hnsw (embedding vector_cosine_ops) WITH (m = 16, ef_construction = 128);
+-- Its HNSW index: 005_entries_hnsw.sql, after the backfill jobs table it depends on.
 
 CREATE INDEX IF NOT EXISTS {entries}_tenant ON {entries} (tenant);

@@ -23,8 +23,10 @@ from schemas.cache import entry_id, question_hash
 from schemas.keys import BACKFILL_QUEUE, entry_prefix
 from schemas.messages import Tier
 from tests.conftest import llm_calls, wait_until
+from worker.backfill import drop_hnsw
 from worker.local.servers import LocalStack
 from worker.settings import Settings
+from worker.tiers.pgvector import ensure_schema
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "medquad_qa.jsonl"
 SYSTEM = "You answer questions about health."
@@ -233,3 +235,39 @@ def test_ctrl_c_of_the_producer_then_resume(stack: LocalStack, tenant: str, tmp_
     out = dejavu(stack, "--resume", job_id, "--no-progress")
     assert out.returncode == 0 and job_id in out.stdout, out.stderr
     assert stored(options(path, tenant)) == (expected, expected)
+
+
+def test_a_worker_starting_mid_load_leaves_the_dropped_hnsw_index_to_the_backfill(stack: LocalStack) -> None:
+    """The schema a worker ensures on first use must not build back the index a large load dropped: every row of
+    the load would then go through the graph, and the build after the load would have nothing to do."""
+    profile, job = f"t{uuid.uuid4().hex[:8]}", f"bf-{uuid.uuid4().hex[:12]}"
+    table = f"dejavu_entries_{profile}"
+
+    async def hnsw_indexes(conn: asyncpg.Connection) -> int:
+        return int(await conn.fetchval("SELECT count(*) FROM pg_indexes WHERE tablename = $1 AND indexdef LIKE "
+                                       "'%USING hnsw%'", table))  # fmt: skip
+
+    async def go() -> list[int]:
+        conn = await asyncpg.connect(Settings().pg_dsn)
+        try:
+            await ensure_schema(conn, profile, 8)
+            counts = [await hnsw_indexes(conn)]
+            indexdef = await drop_hnsw(conn, profile)
+            await conn.execute(
+                "INSERT INTO dejavu_backfill_jobs (id, profile, source, tenant, model, system_hash, context_hash, "
+                "on_duplicate, rows_read, rows_kept, duplicates_in_file, rejected, chunks, hnsw_rebuild) "
+                "VALUES ($1, $2, 'test', 't', 'm', 's', 'c', 'keep-first', 0, 0, 0, 0, 0, $3)",
+                job, profile, indexdef,
+            )  # fmt: skip
+            await ensure_schema(conn, profile, 8)  # a worker's first use of Postgres, mid-load
+            counts.append(await hnsw_indexes(conn))
+            await conn.execute("UPDATE dejavu_backfill_jobs SET finished_at = now() WHERE id = $1", job)
+            await ensure_schema(conn, profile, 8)  # once the job is over, the index is the schema's again
+            counts.append(await hnsw_indexes(conn))
+            await conn.execute("DELETE FROM dejavu_backfill_jobs WHERE id = $1", job)
+            await conn.execute(f"DROP TABLE {table}")
+            return counts
+        finally:
+            await conn.close()
+
+    assert asyncio.run(go()) == [1, 0, 1]
