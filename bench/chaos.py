@@ -251,6 +251,7 @@ def tally(run: Run, groups: list[Group], seconds: float) -> dict[str, Any]:
     errors.update(o.failure for o in outcomes if o.failure in ("overloaded", "unsent"))
     wrong = [o for o in answered if o.reply and o.reply.answer not in groups[o.group].right_answers]
     latencies = [o.latency_ms for o in answered if o.latency_ms is not None]
+    waits = [o.reply.timings_ms["queue_wait"] for o in answered if o.reply and "queue_wait" in o.reply.timings_ms]
     return {
         "sent": len(outcomes),
         "answered": len(answered),
@@ -264,6 +265,8 @@ def tally(run: Run, groups: list[Group], seconds: float) -> dict[str, Any]:
         "tiers": dict(Counter(str(o.reply.tier) for o in answered if o.reply)),
         "unique_cold_questions": sum(o.kind == "cold" for o in outcomes),
         "latency_ms": pct(latencies) if latencies else {},
+        # How much of that latency was waiting on the lookup queue (the pool behind the offered rate).
+        "queue_wait_ms": pct(waits) if waits else {},
         "achieved_rate_per_s": round(len(outcomes) / seconds, 1),
         "send_retries": run.retries["send"],
         "wait_retries": run.retries["wait"],
@@ -309,7 +312,7 @@ async def paraphrase_burst(client: AsyncClient, stack: LocalStack, tenant: str, 
 
 
 def report(r: dict[str, Any]) -> None:
-    lat = r["latency_ms"]
+    lat, wait = r["latency_ms"], r["queue_wait_ms"]
     rows = [
         ("sent / answered", f"{r['sent']} / {r['answered']}  ({r['achieved_rate_per_s']}/s)"),
         ("errors", json.dumps(r["errors"])),
@@ -321,6 +324,10 @@ def report(r: dict[str, Any]) -> None:
             f"{r['paraphrase_burst_llm_calls']}",
         ),
         ("latency p50 / p99 under load", f"{lat.get('p50')} / {lat.get('p99')} ms"),
+        (
+            "of which lookup-queue wait p50 / p99",
+            f"{wait.get('p50')} / {wait.get('p99')} ms",
+        ),
         ("tiers", json.dumps(r["tiers"])),
         ("send / wait retries (Redis restart)", f"{r['send_retries']} / {r['wait_retries']}"),
     ]
