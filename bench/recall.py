@@ -34,7 +34,7 @@ from worker.runtime import redis_client
 from worker.settings import Settings
 from worker.tiers import Candidate
 from worker.tiers.pgvector import PgTier, ensure_schema
-from worker.tiers.redis import RedisTier
+from worker.tiers.redis import HNSW_EF_CONSTRUCTION, RedisTier
 
 PROFILE = "recall"
 SCOPE = Scope("recall", "recall-model", "no-system", "no-history")
@@ -104,7 +104,16 @@ async def _one_scale(
             _raw_knn(client, index_name(PROFILE), "EF_RUNTIME 100 HYBRID_POLICY BATCHES"), position, ref, vectors,
             query_vecs, threshold,
         )  # fmt: skip
-        sweep["redis"]["flat"] = await _ask_flat(client, dim, position, ref, vectors, query_vecs, threshold)
+        flat = ("FLAT", 6, "TYPE", "FLOAT32", "DIM", dim, "DISTANCE_METRIC", "COSINE")
+        sweep["redis"]["flat"] = await _ask_other_index(client, flat, "", position, ref, vectors, query_vecs, threshold)
+        # A sparser graph (M <= 10) is what makes RediSearch's planner pick HNSW over brute force for a scope that
+        # holds most of an index of 5.5k-30k entries (VecSim's preferAdHocSearch): its recall and latency.
+        for m in ALT_M:
+            hnsw = ("HNSW", 10, "TYPE", "FLOAT32", "DIM", dim, "DISTANCE_METRIC", "COSINE", "M", m,
+                    "EF_CONSTRUCTION", HNSW_EF_CONSTRUCTION)  # fmt: skip
+            sweep["redis"][f"m={m}_ef_runtime=100"] = await _ask_other_index(
+                client, hnsw, "EF_RUNTIME 100", position, ref, vectors, query_vecs, threshold
+            )
         for ef in PG_EF:
             pool = await asyncpg.create_pool(
                 stack.pg_dsn, min_size=1, max_size=1, init=register_vector,
@@ -140,24 +149,24 @@ async def _ask(
             "latency_ms": pct(latencies)}  # fmt: skip
 
 
-FLAT_INDEX = index_name(PROFILE) + ":flat"
+OTHER_INDEX = index_name(PROFILE) + ":other"
+ALT_M = (8, 10)
 
 
-async def _ask_flat(
-    client: aioredis.Redis, dim: int, position: dict[str, int], ref: Any, vectors: np.ndarray,
-    query_vecs: np.ndarray, threshold: float,
+async def _ask_other_index(
+    client: aioredis.Redis, vector_field: tuple[Any, ...], options: str, position: dict[str, int], ref: Any,
+    vectors: np.ndarray, query_vecs: np.ndarray, threshold: float,
 ) -> dict[str, Any]:  # fmt: skip
-    """The same hashes under a FLAT (exact) index: what a small scope could use instead of HNSW."""
+    """The same hashes under another vector index (FLAT, or HNSW built otherwise), asked the pipeline's query."""
     await client.execute_command(
-        "FT.CREATE", FLAT_INDEX, "ON", "HASH", "PREFIX", 1, entry_prefix(PROFILE),
-        "SCHEMA", "scope", "TAG", "vec", "VECTOR", "FLAT", 6,
-        "TYPE", "FLOAT32", "DIM", dim, "DISTANCE_METRIC", "COSINE",
+        "FT.CREATE", OTHER_INDEX, "ON", "HASH", "PREFIX", 1, entry_prefix(PROFILE),
+        "SCHEMA", "scope", "TAG", "vec", "VECTOR", *vector_field,
     )  # fmt: skip
-    await _wait_indexed(client, FLAT_INDEX, len(position))
+    await _wait_indexed(client, OTHER_INDEX, len(position))
     try:
-        return await _ask(_raw_knn(client, FLAT_INDEX, ""), position, ref, vectors, query_vecs, threshold)
+        return await _ask(_raw_knn(client, OTHER_INDEX, options), position, ref, vectors, query_vecs, threshold)
     finally:
-        await client.execute_command("FT.DROPINDEX", FLAT_INDEX)
+        await client.execute_command("FT.DROPINDEX", OTHER_INDEX)
 
 
 def _raw_knn(client: aioredis.Redis, index: str, options: str) -> Any:
@@ -190,7 +199,7 @@ async def _wait_indexed(client: aioredis.Redis, index: str, count: int, limit_s:
 
 
 async def _clear(client: aioredis.Redis, conn: asyncpg.Connection) -> None:
-    for index in (index_name(PROFILE), FLAT_INDEX):
+    for index in (index_name(PROFILE), OTHER_INDEX):
         try:
             await client.execute_command("FT.DROPINDEX", index, "DD")
         except Exception as exc:  # not there yet
