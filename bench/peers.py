@@ -35,10 +35,11 @@ from bench.reference import MISS, Nearest, agreement, nearest
 from bench.report import chart, headline, print_table, write_json
 from bench.stats import pct
 from schemas.keys import COALESCED_ANSWER_PREFIX, entry_prefix
-from worker import guards, sqlfiles
+from worker import pipeline, sqlfiles
 from worker.embed import Embedder
 from worker.local.servers import LocalStack, free_port
 from worker.settings import Settings
+from worker.verifier import Verifier
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TENANT = "peers"
@@ -106,7 +107,7 @@ class Forgetter:
 
 
 def judge(
-    wl: Workload, queries: list[Query], served: list[Served], ref: Nearest, ref_guarded: Nearest,
+    wl: Workload, queries: list[Query], served: list[Served], ref: Nearest, ref_refused: Nearest,
     entry_vecs: np.ndarray, query_vecs: np.ndarray, threshold: float,
 ) -> dict[str, Any]:  # fmt: skip
     hits = sum(s.entry != MISS for s in served)
@@ -123,25 +124,27 @@ def judge(
         "right": right,
         "wrong": wrong,
         "agreement": agreement(ref, served_indices(served), entry_vecs, query_vecs, threshold).as_dict(),
-        # The same against what cosine plus this project's guards would serve (its design, not an index loss).
-        "agreement_with_guards": agreement(
-            ref_guarded, served_indices(served), entry_vecs, query_vecs, threshold
+        # The same against what cosine plus this project's guards and verifier would serve (its precision rule,
+        # not an index loss): the figure that says whether our tiers missed a hit they should have served.
+        "agreement_with_refusals": agreement(
+            ref_refused, served_indices(served), entry_vecs, query_vecs, threshold
         ).as_dict(),
         "tiers": dict(Counter(s.tier for s in served)),
     }
 
 
-def guarded(wl: Workload, queries: list[Query], ref: Nearest, threshold: float) -> Nearest:
-    """The reference once this project's guards have had their say: a hit they refuse becomes a miss."""
-    refused = np.array([
-        bool(h) and s < 1.0 and not guards.check(q.text, wl.entries[i].question).ok
+def refused(wl: Workload, queries: list[Query], ref: Nearest, threshold: float, verifier: Verifier | None) -> Nearest:
+    """The reference once this project's refusal rule (its guards, then its verifier: pipeline.refusal) has had
+    its say on the exhaustive nearest entry: a hit the rule refuses becomes a miss."""
+    no = np.array([
+        bool(h) and pipeline.refusal(q.text, wl.entries[i].question, float(s), True, verifier) is not None
         for q, h, i, s in zip(queries, ref.hits(threshold), ref.index, ref.similarity, strict=True)
     ])  # fmt: skip
-    return Nearest(ref.index, np.where(refused, np.float32(-1.0), ref.similarity))
+    return Nearest(ref.index, np.where(no, np.float32(-1.0), ref.similarity))
 
 
 def measure(
-    system: System, wl: Workload, ref: dict[str, Nearest], ref_guarded: dict[str, Nearest],
+    system: System, wl: Workload, ref: dict[str, Nearest], ref_refused: dict[str, Nearest],
     vecs: dict[str, np.ndarray], entry_vecs: np.ndarray, threshold: float, semantic: list[str], callers: int,
     forget: Forgetter | None,
 ) -> dict[str, Any]:  # fmt: skip
@@ -159,12 +162,12 @@ def measure(
             "latency_ms": pct(latencies),
             "hit_latency_ms": pct(hit_latencies),
             "n": len(texts),
-            **judge(wl, queries, served, ref[kind], ref_guarded[kind], entry_vecs, vecs[kind], threshold),
+            **judge(wl, queries, served, ref[kind], ref_refused[kind], entry_vecs, vecs[kind], threshold),
             "lookups_per_s_1": round(len(texts) / wall, 1),
             "hits_per_s_1": round(len(hit_latencies) / wall, 1),
         }
     # Throughput of semantic hits, on the paraphrases every system should hit alike: the reference's hits that
-    # this project's guards let through.
+    # this project's refusal rule lets through (the rest would be LLM calls here, not hits).
     if semantic:
         latencies, served, wall = sequential(lookup, semantic)
         if forget is not None:
@@ -234,17 +237,17 @@ def main() -> None:
                                   one_by_one) for k in KINDS}  # fmt: skip
         ref = {k: nearest(entry_vecs, vecs[k]) for k in KINDS}
         para = wl.of_kind("paraphrase")
-        ref_guarded = {k: guarded(wl, wl.of_kind(k), ref[k], threshold) for k in KINDS}
-        semantic = [q.text for q, ok in zip(para, ref_guarded["paraphrase"].hits(threshold), strict=True) if ok]
+        ref_refused = {k: refused(wl, wl.of_kind(k), ref[k], threshold, profile.verifier) for k in KINDS}
+        semantic = [q.text for q, ok in zip(para, ref_refused["paraphrase"].hits(threshold), strict=True) if ok]
         results |= {
             "entries": len(wl.entries), "queries_per_kind": args.per_kind, "threshold_cosine": threshold,
             "callers": args.callers, "lookup_processes": args.concurrency, "llm_delay_ms": args.llm_delay_ms,
             "reference": {k: {"hits": int(ref[k].hits(threshold).sum())} for k in KINDS}
-            | {"paraphrase_hits_guards_allow": len(semantic)},
+            | {"paraphrase_hits_rule_allows": len(semantic)},
         }  # fmt: skip
         if "peers" not in skip:
             results["systems"] = run_systems(
-                args, stack, settings, embedder, wl, ref, ref_guarded, vecs, entry_vecs, semantic, gateway_url, nodes
+                args, stack, settings, embedder, wl, ref, ref_refused, vecs, entry_vecs, semantic, gateway_url, nodes
             )
         if "recall" not in skip:
             scales = [int(s) for s in args.scales.split(",")]
@@ -270,7 +273,7 @@ def main() -> None:
 
 def run_systems(
     args: argparse.Namespace, stack: LocalStack, settings: Settings, embedder: Embedder, wl: Workload,
-    ref: dict[str, Nearest], ref_guarded: dict[str, Nearest], vecs: dict[str, np.ndarray], entry_vecs: np.ndarray,
+    ref: dict[str, Nearest], ref_refused: dict[str, Nearest], vecs: dict[str, np.ndarray], entry_vecs: np.ndarray,
     semantic: list[str], gateway_url: str, nodes: int,
 ) -> dict[str, Any]:  # fmt: skip
     threshold = embedder.profile.threshold_redis
@@ -287,7 +290,7 @@ def run_systems(
         print(f"{system.name}: asking ...", flush=True)
         out[system.name] = {"store_per_s": None if math.isnan(store) else round(store, 1)}
         out[system.name] |= measure(
-            system, wl, ref, ref_guarded, vecs, entry_vecs, threshold, semantic, args.callers, None
+            system, wl, ref, ref_refused, vecs, entry_vecs, threshold, semantic, args.callers, None
         )
         system.close()
 
@@ -302,7 +305,7 @@ def run_systems(
             print(f"{system.name}: asking ...", flush=True)
             out[system.name] = {"store_per_s": round(store, 1) if system is ours else None}
             out[system.name] |= measure(
-                system, wl, ref, ref_guarded, vecs, entry_vecs, threshold, semantic, args.callers, forget
+                system, wl, ref, ref_refused, vecs, entry_vecs, threshold, semantic, args.callers, forget
             )
         assert ours.backfill is not None
         out[ours.name]["backfill"] = {"rows": ours.backfill.read, "seconds": round(ours.backfill.seconds, 2),

@@ -68,7 +68,7 @@ def print_table(r: dict[str, Any]) -> None:
         print(f"\n{r['entries']} entries, {r['queries_per_kind']} questions per kind, cosine >= {r['threshold_cosine']}"
               f"; reference hits {r['reference']}")  # fmt: skip
         print(f"{'system':<16}{'kind':<11}{'p50':>8}{'p90':>8}{'p99':>8}{'hit p50':>9}{'hits':>6}"
-              f"{'agree':>7}{'+guard':>7}{'right':>6}{'wrong':>6}{'/s 1':>8}{f'/s {n}':>8}")  # fmt: skip
+              f"{'agree':>7}{'+rule':>7}{'right':>6}{'wrong':>6}{'/s 1':>8}{f'/s {n}':>8}")  # fmt: skip
         for name in SYSTEMS:
             s = systems.get(name)
             if s is None:
@@ -79,15 +79,15 @@ def print_table(r: dict[str, Any]) -> None:
                 rate_n = s["semantic" if kind == "paraphrase" else kind].get("lookups_per_s_n") if kind in s else None
                 print(f"{name:<16}{kind:<11}{lat['p50']:>8.2f}{lat['p90']:>8.2f}{lat['p99']:>8.2f}"
                       f"{_fmt(hit.get('p50')):>9}{k['hits']:>6}{k['agreement']['fraction']:>7.3f}"
-                      f"{k['agreement_with_guards']['fraction']:>7.3f}{k['right']:>6}"
+                      f"{k['agreement_with_refusals']['fraction']:>7.3f}{k['right']:>6}"
                       f"{k['wrong']:>6}{k['lookups_per_s_1']:>8.1f}{_fmt(rate_n, '.1f'):>8}")  # fmt: skip
             sem = s.get("semantic", {})
             print(f"{'':<16}semantic hits/s: 1 caller {_fmt(sem.get('hits_per_s_1'), '.1f')}, {n} callers "
                   f"{_fmt(sem.get('hits_per_s_n'), '.1f')} ({sem.get('n')} questions); stores/s with embedding "
                   f"{_fmt(s.get('store_per_s'), '.1f')}")  # fmt: skip
         print(
-            "(agree: hit agreement with the exhaustive reference; +guard: with the reference after this project's "
-            "guards; /s for paraphrase: the reference's hits the guards let through)"
+            "(agree: hit agreement with the exhaustive reference; +rule: with the reference after this project's "
+            "guards and verifier; /s for paraphrase: the reference's hits that rule lets through)"
         )
     rec = r.get("recall")
     if rec:
