@@ -23,6 +23,7 @@ from schemas.cache import entry_id, question_hash
 from schemas.keys import BACKFILL_QUEUE, entry_prefix
 from schemas.messages import Tier
 from tests.conftest import llm_calls, wait_until
+from worker import sqlfiles
 from worker.backfill import drop_hnsw
 from worker.local.servers import LocalStack
 from worker.settings import Settings
@@ -241,7 +242,7 @@ def test_a_worker_starting_mid_load_leaves_the_dropped_hnsw_index_to_the_backfil
     """The schema a worker ensures on first use must not build back the index a large load dropped: every row of
     the load would then go through the graph, and the build after the load would have nothing to do."""
     profile, job = f"t{uuid.uuid4().hex[:8]}", f"bf-{uuid.uuid4().hex[:12]}"
-    table = f"dejavu_entries_{profile}"
+    table = sqlfiles.table_name(profile)
 
     async def hnsw_indexes(conn: asyncpg.Connection) -> int:
         return int(await conn.fetchval("SELECT count(*) FROM pg_indexes WHERE tablename = $1 AND indexdef LIKE "
