@@ -133,11 +133,13 @@ def judge(
     }
 
 
-def refused(wl: Workload, queries: list[Query], ref: Nearest, threshold: float, verifier: Verifier | None) -> Nearest:
-    """The reference once this project's refusal rule (its guards, then its verifier: pipeline.refusal) has had
-    its say on the exhaustive nearest entry: a hit the rule refuses becomes a miss."""
+def refused(
+    wl: Workload, queries: list[Query], ref: Nearest, threshold: float, use_guards: bool, verifier: Verifier | None
+) -> Nearest:
+    """The reference once this project's refusal rule (its guards, then its verifier: pipeline.refusal, as the
+    workers are configured) has had its say on the exhaustive nearest entry: a hit the rule refuses becomes a miss."""
     no = np.array([
-        bool(h) and pipeline.refusal(q.text, wl.entries[i].question, float(s), True, verifier) is not None
+        bool(h) and pipeline.refusal(q.text, wl.entries[i].question, float(s), use_guards, verifier) is not None
         for q, h, i, s in zip(queries, ref.hits(threshold), ref.index, ref.similarity, strict=True)
     ])  # fmt: skip
     return Nearest(ref.index, np.where(no, np.float32(-1.0), ref.similarity))
@@ -237,7 +239,9 @@ def main() -> None:
                                   one_by_one) for k in KINDS}  # fmt: skip
         ref = {k: nearest(entry_vecs, vecs[k]) for k in KINDS}
         para = wl.of_kind("paraphrase")
-        ref_refused = {k: refused(wl, wl.of_kind(k), ref[k], threshold, profile.verifier) for k in KINDS}
+        ref_refused = {
+            k: refused(wl, wl.of_kind(k), ref[k], threshold, settings.guards, profile.verifier) for k in KINDS
+        }
         semantic = [q.text for q, ok in zip(para, ref_refused["paraphrase"].hits(threshold), strict=True) if ok]
         results |= {
             "entries": len(wl.entries), "queries_per_kind": args.per_kind, "threshold_cosine": threshold,
