@@ -1,8 +1,8 @@
 """The async twin of `producer.client.Client`, for event loops (the HTTP gateway, async services).
 
-Replies are awaited with BLPOP on `redis.asyncio`, so waiting never blocks the loop. Celery's
-`send_task` is synchronous; it runs in a worker thread so a slow broker cannot stall the loop.
-One instance per process is meant to be shared by every task: both pools are safe for that.
+`ask` waits on the client's reply inbox (producer.inbox), shared by all its asks; `get_reply` pops a
+submitted request's own reply list with BLPOP. Neither blocks the loop. One instance per process is meant
+to be shared by every task: its pools and its inbox are safe for that.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from producer.base import (
     redis_options,
     reply_wait_s,
 )
+from producer.inbox import ReplyInbox
 from schemas.keys import LOOKUP_QUEUE, WRITEBACK_QUEUE, reply_key
 from schemas.messages import ChatReply, ChatRequest, ForgetReply
 from worker.lua import script
@@ -47,6 +48,7 @@ class AsyncClient(RequestBuilder):
         )
         self.redis = aioredis.Redis.from_pool(pool)  # owns the pool: aclose() closes it
         self._enqueue = self.redis.register_script(script("enqueue_bounded"))
+        self.inbox = ReplyInbox(self.redis)
         self.celery = make_celery(self.settings)
 
     async def send(self, request: ChatRequest) -> str:
@@ -82,9 +84,21 @@ class AsyncClient(RequestBuilder):
         return await self.ask_request(request)
 
     async def ask_request(self, request: ChatRequest) -> ChatReply:
-        """Send an already built request and wait for its reply."""
-        await self.send(request)
-        return await self.get_reply(request.request_id, reply_wait_s(request))
+        """Send an already built request and wait for its reply, which comes to this client's inbox."""
+        rid = request.request_id
+        # The inbox key is a valid reply_to by construction: no need to validate the request again.
+        request = request.model_copy(update={"reply_to": self.inbox.key})
+        reply = self.inbox.expect(rid)
+        try:
+            await self.send(request)
+            wait_s = reply_wait_s(request)
+            try:
+                async with asyncio.timeout(wait_s):
+                    return await reply
+            except TimeoutError:
+                raise await self._timed_out(rid, wait_s, LOOKUP_QUEUE) from None
+        finally:
+            self.inbox.discard(rid)
 
     async def forget(self, entry_id: str | None = None, **options: Unpack[ForgetOptions]) -> ForgetReply:
         """Remove entries from every tier and wait for the counts: one entry id (only of `tenant`, if given), the
@@ -119,6 +133,7 @@ class AsyncClient(RequestBuilder):
         return ReplyTimeout(request_id, timeout, depth, workers, queue)
 
     async def aclose(self) -> None:
+        await self.inbox.aclose()
         await self.redis.aclose()
         await asyncio.to_thread(self.celery.close)
 

@@ -11,7 +11,7 @@ import redis
 
 from producer import AsyncClient, Client, ReplyTimeout
 from schemas.keys import LOOKUP_QUEUE, reply_key
-from schemas.messages import Tier
+from schemas.messages import ChatReply, Tier
 from worker.local.servers import LocalStack
 from worker.settings import Settings
 
@@ -90,16 +90,19 @@ def test_timeout_with_no_worker_consuming_says_so(stack: LocalStack, tenant: str
     # Redis database 1 of the same server: no worker consumes its queues or answers its pings.
     db1 = stack.redis_url.removesuffix("/0") + "/1"
 
-    async def scenario() -> ReplyTimeout:
+    async def scenario() -> tuple[ReplyTimeout, ReplyTimeout]:
         async with AsyncClient(Settings(redis_url=db1)) as client:
             request_id = await client.submit(fresh_question(), tenant=tenant)
             with pytest.raises(ReplyTimeout) as timed_out:
                 await client.get_reply(request_id, timeout=0.2)
-            return timed_out.value
+            # An ask waits on the client's inbox instead, and says the same.
+            with pytest.raises(ReplyTimeout) as ask_timed_out:
+                await client.ask(fresh_question(), tenant=tenant, timeout=0.2)
+            return timed_out.value, ask_timed_out.value
 
     r = redis.Redis.from_url(db1)
     try:
-        err = asyncio.run(scenario())
+        err, ask_err = asyncio.run(scenario())
     finally:
         # Key by key: FLUSHDB would also drop RediSearch's indexes, which live outside any one database.
         for key in r.scan_iter():
@@ -107,6 +110,7 @@ def test_timeout_with_no_worker_consuming_says_so(stack: LocalStack, tenant: str
         r.close()
     assert err.queue_depth == 1 and err.workers == []
     assert "holds 1 message(s)" in str(err) and "no worker answers a ping" in str(err)
+    assert ask_err.queue_depth == 2 and ask_err.workers == [] and "no worker answers a ping" in str(ask_err)
 
 
 def test_non_positive_timeout_only_looks(client: Client) -> None:
@@ -122,18 +126,22 @@ def test_reply_lists_are_per_request(client: Client, rdb: redis.Redis, tenant: s
     assert not rdb.exists(reply_key(first)) and not rdb.exists(reply_key(second))
 
 
-def test_more_waiting_requests_than_connections_wait_their_turn(tenant: str) -> None:
-    # Each request awaiting its reply holds a Redis connection; with only 3, twelve concurrent asks queue for
-    # one instead of failing (redis-py's default pool raises MaxConnectionsError past its limit).
+def test_more_waiting_requests_than_connections_wait_their_turn(rdb: redis.Redis, tenant: str) -> None:
+    # A sync ask awaiting its reply holds a Redis connection; with only 3, twelve concurrent asks queue for
+    # one instead of failing (redis-py's default pool raises MaxConnectionsError past its limit). Async asks
+    # hold none while they wait: their replies come to the client's inbox, read by one connection.
     settings = Settings(client_max_connections=3)
     questions = [fresh_question() for _ in range(12)]
+    many = [fresh_question() for _ in range(40)]
 
-    async def asks() -> list[bool]:
+    async def asks() -> list[str]:
         async with AsyncClient(settings) as client:
-            replies = await asyncio.gather(*(client.ask(q, tenant=tenant, timeout=30) for q in questions))
-        return [r.ok for r in replies]
+            replies = await asyncio.gather(*(client.ask(q, tenant=tenant, timeout=30) for q in many))
+        assert all(q in (r.answer or "") for q, r in zip(many, replies, strict=True))
+        return [r.request_id for r in replies]
 
-    assert all(asyncio.run(asks()))
+    request_ids = asyncio.run(asks())
+    assert not any(rdb.exists(reply_key(rid)) for rid in request_ids)
     client = Client(settings)
     try:
         with concurrent.futures.ThreadPoolExecutor(12) as pool:
@@ -141,3 +149,20 @@ def test_more_waiting_requests_than_connections_wait_their_turn(tenant: str) -> 
     finally:
         client.close()
     assert all(r.ok for r in replies)
+
+
+def test_a_reply_nobody_waits_for_is_dropped_not_handed_to_the_next_ask(rdb: redis.Redis, tenant: str) -> None:
+    # As a worker would publish it for an ask that has since timed out or been cancelled.
+    stale = ChatReply(request_id=uuid.uuid4().hex, answer="the stale answer", tier=Tier.EXACT)
+
+    async def scenario() -> tuple[str, ChatReply]:
+        async with AsyncClient(Settings()) as client:
+            rdb.rpush(client.inbox.key, stale.model_dump_json())
+            question = fresh_question()
+            reply = await client.ask(question, tenant=tenant)
+            assert question in (reply.answer or "")
+            return client.inbox.key, reply
+
+    inbox, reply = asyncio.run(scenario())
+    assert reply.request_id != stale.request_id and reply.answer != stale.answer
+    assert rdb.llen(inbox) == 0  # popped with the ask's own reply, and dropped

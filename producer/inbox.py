@@ -1,0 +1,87 @@
+"""One reply list for all of a process's waiting `ask` calls, read by one connection.
+
+Waiting on a reply list per request (BLPOP) holds a pooled connection for every request in flight and costs
+a Redis command each. An `AsyncClient` serves many concurrent asks (the gateway is one), so its asks name one
+list instead, this inbox, as their `reply_to`. One listener pops whatever replies are there, up to
+`BATCH` at a time, and hands each to the ask waiting for its request id. A reply that nobody waits for any
+more (its ask timed out or was cancelled) is dropped, so it never reaches a later call. Workers give the
+list the reply TTL on every push, so the inbox of a process that died expires.
+
+`submit` does not use it: a fire-and-forget reply stays on its own list for whoever reads it later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from typing import cast
+
+import redis.asyncio as aioredis
+from pydantic import ValidationError
+from redis.exceptions import RedisError
+
+from schemas.keys import reply_key
+from schemas.messages import ChatReply
+
+log = logging.getLogger(__name__)
+
+# Replies popped per command; under load one pop serves many waiting asks.
+BATCH = 256
+# How long one pop blocks; the listener stops after a pop that found nothing and nobody waiting.
+LISTEN_S = 1.0
+# Pause after a failed pop (Redis restarting), before trying again.
+RETRY_S = 0.5
+
+
+class ReplyInbox:
+    def __init__(self, redis: aioredis.Redis) -> None:
+        # Keeps one connection of the shared pool while it listens, so a pop does not go through the pool.
+        self.redis = redis.client()
+        self.key = reply_key(f"inbox-{uuid.uuid4().hex}")
+        self._waiting: dict[str, asyncio.Future[ChatReply]] = {}
+        self._listener: asyncio.Task[None] | None = None
+
+    def expect(self, request_id: str) -> asyncio.Future[ChatReply]:
+        """Register before sending: the reply can be popped while the send is still being awaited."""
+        future = asyncio.get_running_loop().create_future()
+        self._waiting[request_id] = future
+        if self._listener is None or self._listener.done():
+            self._listener = asyncio.create_task(self._listen(), name=f"dejavu reply inbox {self.key}")
+        return future
+
+    def discard(self, request_id: str) -> None:
+        """Stop waiting: a reply that comes later is dropped."""
+        self._waiting.pop(request_id, None)
+
+    async def _listen(self) -> None:
+        while True:
+            try:
+                popped = await self.redis.blmpop(LISTEN_S, 1, self.key, direction="LEFT", count=BATCH)
+            except RedisError as exc:
+                # Waiting asks keep their own deadlines; replies pushed meanwhile stay on the list.
+                log.warning("reply inbox %s: pop failed (%s); retrying in %.1fs", self.key, exc, RETRY_S)
+                await asyncio.sleep(RETRY_S)
+                continue
+            if popped is None:
+                if not self._waiting:
+                    return
+                continue
+            for raw in cast("list[bytes]", popped[1]):
+                self._deliver(raw)
+
+    def _deliver(self, raw: bytes) -> None:
+        try:
+            reply = ChatReply.model_validate_json(raw)
+        except ValidationError as exc:
+            log.error("reply inbox %s: dropped a reply that does not validate: %s", self.key, exc)
+            return
+        future = self._waiting.pop(reply.request_id, None)
+        if future is not None and not future.done():
+            future.set_result(reply)
+
+    async def aclose(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            await asyncio.gather(self._listener, return_exceptions=True)
+        await self.redis.aclose(close_connection_pool=False)
