@@ -69,6 +69,8 @@ class ReplyInbox:
                 continue
             for raw in cast("list[bytes]", popped[1]):
                 self._deliver(raw)
+            # Let the asks just answered write their responses before this loop sends its next pop.
+            await asyncio.sleep(0)
 
     def _deliver(self, raw: bytes) -> None:
         try:
