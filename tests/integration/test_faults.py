@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+from concurrent.futures import ThreadPoolExecutor
 
 import asyncpg
 import redis
 
+from producer.aclient import AsyncClient
 from producer.client import Client
 from schemas.keys import entry_prefix
-from schemas.messages import Tier
+from schemas.messages import ChatReply, Tier
 from tests.conftest import llm_calls, wait_until
 from tests.integration.conftest import Gateway, dejavu, get, post
 from worker.local.servers import LocalStack
@@ -64,9 +66,22 @@ def test_redis_restarted_everything_reconnects_without_a_restart(
     answered = client.ask("Is this answer kept across a Redis restart?", tenant=tenant, timeout=20)
     assert answered.ok
     wait_until(lambda: client.ask("Is this answer kept across a Redis restart?", tenant=tenant).tier == Tier.EXACT)
-    # Given Redis restarted (a clean stop writes the append-only file) ...
-    stack.stop_one("redis")
-    stack.start_redis()
+    # An async ask is waiting on its client's reply inbox, its question at the LLM, when ...
+    in_flight = f"Is an ask in flight across a Redis restart answered ({tenant})?"
+
+    async def ask_across_the_restart() -> ChatReply:
+        async with AsyncClient(Settings()) as aclient:
+            return await aclient.ask(in_flight, tenant=tenant, timeout=30)
+
+    with ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(asyncio.run, ask_across_the_restart())
+        wait_until(lambda: llm_calls(stack, in_flight) == 1)
+        # ... Redis restarts (a clean stop writes the append-only file) ...
+        stack.stop_one("redis")
+        stack.start_redis()
+        # ... and its reply still reaches it.
+        late = waiting.result(timeout=40)
+    assert late.ok and late.tier == Tier.LLM and in_flight in (late.answer or "")
     # ... the next requests are served without restarting any worker, client or gateway:
     # the stored entry from the exact tier, a cold question through the LLM node, and one via HTTP.
     again = client.ask("Is this answer kept across a Redis restart?", tenant=tenant, timeout=30)
