@@ -22,7 +22,7 @@ from producer.backfill_read import Fields, FileFormatError
 from producer.base import ForgetCall, Overloaded, ReplyTimeout
 from producer.client import Client
 from producer.pairs import PairsError, read_pairs
-from producer.probes import health, pg_entries, queue_depths, redis_entries
+from producer.probes import health, pg_entries, queue_depths, redis_entries, unfinished_backfills
 from schemas.keys import LOOKUP_QUEUE
 from schemas.messages import ForgetReply
 from worker.runtime import Runtime
@@ -112,7 +112,8 @@ def _status_arguments(p: argparse.ArgumentParser) -> None:
 
 
 async def collect_status(settings: Settings) -> dict[str, Any]:
-    """Queue depths, workers and entries per tier; a part that cannot be read holds {"error": ...}."""
+    """Queue depths, workers, entries per tier and unfinished backfills; a part that cannot be read holds
+    {"error": ...}."""
     profile = settings.profile().name
     status: dict[str, Any] = {"profile": profile}
     async with AsyncClient(settings) as client:
@@ -127,6 +128,7 @@ async def collect_status(settings: Settings) -> dict[str, Any]:
         await part("workers", client.workers(timeout=1.0))
         await part("redis_entries", redis_entries(client.redis, profile))
         await part("pgvector_entries", pg_entries(settings.pg_dsn, profile))
+        await part("backfills", unfinished_backfills(settings.pg_dsn, profile))
     queues, workers = status["queues"], status["workers"]
     verdict = health(
         redis_ok="error" not in queues,
@@ -149,6 +151,19 @@ def _show(value: Any) -> str:
     return "no index/table yet" if value is None else str(value)
 
 
+def _backfills(jobs: Any) -> str:
+    if _failed(jobs):
+        return f"backfill  {_show(jobs)}"
+    if not jobs:
+        return "backfill  no job unfinished"
+    lines = [f"backfill  {len(jobs)} job(s) unfinished: loading, or stopped"]
+    for job in jobs:
+        dropped = "; the pgvector HNSW index is dropped until it finishes" if job["hnsw_dropped"] else ""
+        lines.append(f"          - {job['id']}: {job['chunks_done']}/{job['chunks']} chunks done{dropped}; "
+                     f"if stopped: dejavu backfill --resume {job['id']}")  # fmt: skip
+    return "\n".join(lines)
+
+
 def run_status(args: argparse.Namespace, settings: Settings) -> int:
     status = asyncio.run(collect_status(settings))
     if args.json:
@@ -165,6 +180,7 @@ def run_status(args: argparse.Namespace, settings: Settings) -> int:
             print(f"workers   {_show(workers)}")
         print(f"entries   redis={_show(status['redis_entries'])}  pgvector={_show(status['pgvector_entries'])}"
               f"  (profile {status['profile']})")  # fmt: skip
+        print(_backfills(status["backfills"]))
         print(f"status    {status['status']}" + "".join(f"\n          - {reason}" for reason in status["reasons"]))
     return {"ok": EXIT_OK, "degraded": EXIT_DEGRADED}.get(status["status"], EXIT_UNAVAILABLE)
 
@@ -431,7 +447,9 @@ COMMANDS: dict[str, Command] = {
         "ask a question and print the answer with its tier, similarity and latency", _ask_arguments, run_ask
     ),
     "status": Command(
-        "show queue depths, workers that answer a ping, and entries per tier", _status_arguments, run_status
+        "show queue depths, workers that answer a ping, entries per tier and unfinished backfills",
+        _status_arguments,
+        run_status,
     ),
     "backfill": Command(
         "load a JSONL/CSV file of questions and answers into the cache, through the backfill queue",

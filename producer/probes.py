@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 import asyncpg
 import redis.asyncio as aioredis
@@ -66,6 +66,28 @@ async def pg_entries(dsn: str, profile: str) -> int | None:
         return int(await conn.fetchval(f"SELECT count(*) FROM {table_name(profile)}"))
     finally:
         await conn.close()
+
+
+async def unfinished_backfills(dsn: str, profile: str) -> list[dict[str, Any]]:
+    """This profile's backfill jobs not finished: loading now, or stopped and waiting for `--resume` (a job
+    that dropped the HNSW index leaves the pgvector tier without it until then)."""
+    conn = await asyncpg.connect(dsn, timeout=PG_TIMEOUT_S)
+    try:
+        if await conn.fetchval("SELECT to_regclass('dejavu_backfill_jobs')") is None:
+            return []
+        rows = await conn.fetch(
+            "SELECT j.id, j.chunks, j.hnsw_rebuild IS NOT NULL AS hnsw_dropped, j.created_at, "
+            "(SELECT count(*) FROM dejavu_backfill_chunks c WHERE c.job_id = j.id AND c.done) AS chunks_done "
+            "FROM dejavu_backfill_jobs j WHERE j.profile = $1 AND j.finished_at IS NULL ORDER BY j.created_at",
+            profile,
+        )
+    finally:
+        await conn.close()
+    return [
+        {"id": r["id"], "chunks_done": int(r["chunks_done"]), "chunks": r["chunks"], "hnsw_dropped": r["hnsw_dropped"],
+         "created_at": r["created_at"].isoformat()}
+        for r in rows
+    ]  # fmt: skip
 
 
 async def pg_ping(dsn: str) -> None:

@@ -19,6 +19,7 @@ from producer import backfill
 from producer.backfill_read import Fields, plan, read_rows
 from producer.base import make_celery, ping
 from producer.client import Client
+from producer.probes import unfinished_backfills
 from schemas.cache import entry_id, question_hash
 from schemas.keys import BACKFILL_QUEUE, entry_prefix
 from schemas.messages import Tier
@@ -248,8 +249,9 @@ def test_a_worker_starting_mid_load_leaves_the_dropped_hnsw_index_to_the_backfil
         return int(await conn.fetchval("SELECT count(*) FROM pg_indexes WHERE tablename = $1 AND indexdef LIKE "
                                        "'%USING hnsw%'", table))  # fmt: skip
 
-    async def go() -> list[int]:
-        conn = await asyncpg.connect(Settings().pg_dsn)
+    async def go() -> tuple[list[int], list[list[dict[str, Any]]]]:
+        dsn = Settings().pg_dsn
+        conn = await asyncpg.connect(dsn)
         try:
             await ensure_schema(conn, profile, 8)
             counts = [await hnsw_indexes(conn)]
@@ -262,13 +264,19 @@ def test_a_worker_starting_mid_load_leaves_the_dropped_hnsw_index_to_the_backfil
             )  # fmt: skip
             await ensure_schema(conn, profile, 8)  # a worker's first use of Postgres, mid-load
             counts.append(await hnsw_indexes(conn))
+            # `dejavu status` names the unfinished job and says the index is dropped.
+            seen = [await unfinished_backfills(dsn, profile)]
             await conn.execute("UPDATE dejavu_backfill_jobs SET finished_at = now() WHERE id = $1", job)
             await ensure_schema(conn, profile, 8)  # once the job is over, the index is the schema's again
             counts.append(await hnsw_indexes(conn))
+            seen.append(await unfinished_backfills(dsn, profile))
             await conn.execute("DELETE FROM dejavu_backfill_jobs WHERE id = $1", job)
             await conn.execute(f"DROP TABLE {table}")
-            return counts
+            return counts, seen
         finally:
             await conn.close()
 
-    assert asyncio.run(go()) == [1, 0, 1]
+    counts, seen = asyncio.run(go())
+    assert counts == [1, 0, 1]
+    assert [(j["id"], j["hnsw_dropped"], j["chunks_done"], j["chunks"]) for j in seen[0]] == [(job, True, 0, 0)]
+    assert seen[1] == []

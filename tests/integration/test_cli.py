@@ -37,8 +37,10 @@ def test_status_shows_queues_workers_and_entries(stack: LocalStack) -> None:
     status = json.loads(out.stdout)
     assert set(status["queues"]) == {"lookup", "llm", "writeback"} and status["workers"]
     assert isinstance(status["redis_entries"], int | None) and isinstance(status["pgvector_entries"], int | None)
+    assert isinstance(status["backfills"], list)
     text = dejavu(stack, "status")
     assert text.returncode == 0 and "workers" in text.stdout and "pgvector=" in text.stdout
+    assert "backfill  " in text.stdout
     assert status["status"] == "ok" and status["reasons"] == []
 
 
