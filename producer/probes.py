@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
@@ -56,23 +58,29 @@ async def redis_entries(r: aioredis.Redis, profile: str) -> int | None:
     return int(float(str(info["num_docs"])))
 
 
-async def pg_entries(dsn: str, profile: str) -> int | None:
-    """Rows in the pgvector tier; None before the table exists."""
+@asynccontextmanager
+async def _pg(dsn: str) -> AsyncIterator[asyncpg.Connection]:
+    """One short-lived connection per look: these run rarely, from the CLI and /healthz."""
     conn = await asyncpg.connect(dsn, timeout=PG_TIMEOUT_S)
     try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+async def pg_entries(dsn: str, profile: str) -> int | None:
+    """Rows in the pgvector tier; None before the table exists."""
+    async with _pg(dsn) as conn:
         if await conn.fetchval("SELECT to_regclass($1)", table_name(profile)) is None:
             return None
         # table_name() is a safe identifier: profile names are [a-z0-9_]{1,32}.
         return int(await conn.fetchval(f"SELECT count(*) FROM {table_name(profile)}"))
-    finally:
-        await conn.close()
 
 
 async def unfinished_backfills(dsn: str, profile: str) -> list[dict[str, Any]]:
     """This profile's backfill jobs not finished: loading now, or stopped and waiting for `--resume` (a job
     that dropped the HNSW index leaves the pgvector tier without it until then)."""
-    conn = await asyncpg.connect(dsn, timeout=PG_TIMEOUT_S)
-    try:
+    async with _pg(dsn) as conn:
         if await conn.fetchval("SELECT to_regclass('dejavu_backfill_jobs')") is None:
             return []
         rows = await conn.fetch(
@@ -81,8 +89,6 @@ async def unfinished_backfills(dsn: str, profile: str) -> list[dict[str, Any]]:
             "FROM dejavu_backfill_jobs j WHERE j.profile = $1 AND j.finished_at IS NULL ORDER BY j.created_at",
             profile,
         )
-    finally:
-        await conn.close()
     return [
         {"id": r["id"], "chunks_done": int(r["chunks_done"]), "chunks": r["chunks"], "hnsw_dropped": r["hnsw_dropped"],
          "created_at": r["created_at"].isoformat()}
@@ -92,8 +98,5 @@ async def unfinished_backfills(dsn: str, profile: str) -> list[dict[str, Any]]:
 
 async def pg_ping(dsn: str) -> None:
     """Raises if Postgres does not accept a connection and a query."""
-    conn = await asyncpg.connect(dsn, timeout=PG_TIMEOUT_S)
-    try:
+    async with _pg(dsn) as conn:
         await conn.fetchval("SELECT 1")
-    finally:
-        await conn.close()
