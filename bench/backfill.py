@@ -23,11 +23,12 @@ from typing import Any
 
 from bench.stack import fresh_stack
 from bench.stats import pct
-from producer import backfill
-from producer.backfill_read import Fields
 from producer.client import Client
+from producer.settings import ProducerSettings
 from schemas.messages import Tier
 from worker.settings import Settings
+from worker.tools import backfill
+from worker.tools.backfill_read import Fields
 
 DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "medquad_qa.jsonl"
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -60,7 +61,7 @@ def bench_backfill(
     with fresh_stack(root) as stack:
         settings = Settings()
         nodes = stack.start_workers(1, concurrency, lookup_pool="solo")
-        client = Client(settings)
+        client = Client(ProducerSettings())
         try:
             client.wait_for_workers(len(nodes))
             seed_probe(client)

@@ -36,6 +36,7 @@ from bench.stats import pct
 from producer.aclient import AsyncClient
 from producer.base import Overloaded, ReplyTimeout
 from producer.client import Client
+from producer.settings import ProducerSettings
 from schemas.keys import reply_key
 from schemas.messages import ChatReply, ChatRequest
 from worker import guards
@@ -280,7 +281,7 @@ async def chaos(stack: LocalStack, args: argparse.Namespace, groups: list[Group]
     run = Run()
     # Kept out of the load, so both of its questions are still cold for the paraphrase burst.
     spare = groups.pop(max(i for i, g in enumerate(groups) if len(g.texts) == 2))
-    async with AsyncClient(Settings()) as client:
+    async with AsyncClient(ProducerSettings()) as client:
         load = Load(client, groups, tenant, run)
         started = time.monotonic()
         at = {"sigkill_lookup_node": 0.2, "restart_redis": 0.45, "stop_postgres": 0.6}
@@ -364,7 +365,7 @@ def main() -> None:
         stack.start()
         os.environ.update(stack.env())
         stack.start_workers(1, 2, lookup_pool="solo")
-        client = Client(Settings())
+        client = Client(ProducerSettings())
         try:
             client.wait_for_workers(3)
         finally:

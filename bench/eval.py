@@ -23,12 +23,12 @@ from typing import Any
 import numpy as np
 
 from bench.stack import fresh_stack
-from producer import evaluate
-from producer.pairs import Pair, held_out, read_pairs
-from producer.sweep import Asks, Curve, counts, curve, embed_texts, pairs_asks, replay_asks, served
 from worker import guards, pipeline
 from worker.runtime import Runtime
 from worker.settings import Settings
+from worker.tools import evaluate
+from worker.tools.pairs import Pair, held_out, read_pairs
+from worker.tools.sweep import Asks, Curve, counts, curve, embed_texts, pairs_asks, replay_asks, served
 from worker.verifier import Verifier
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -275,10 +275,11 @@ def semantic_hits(
     through the client, per layout (lookup processes, onnxruntime threads each)."""
     import json
 
-    from producer import backfill
-    from producer.backfill_read import Fields
     from producer.client import Client
+    from producer.settings import ProducerSettings
     from worker.settings import Settings
+    from worker.tools import backfill
+    from worker.tools.backfill_read import Fields
 
     env = {
         "DEJAVU_EMBED_PROFILE": "mxbai",
@@ -296,7 +297,7 @@ def semantic_hits(
             os.environ.update(env | {"DEJAVU_EMBED_THREADS": str(threads)})
             settings = Settings()
             nodes = stack.start_workers(1, processes, lookup_pool="solo")
-            client = Client(settings)
+            client = Client(ProducerSettings())
             try:
                 client.wait_for_workers(len(nodes), timeout=300)
                 if n == 0:

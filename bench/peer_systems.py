@@ -22,12 +22,13 @@ import numpy as np
 
 from bench.peers_data import Entry
 from bench.reference import MISS, Vectors
-from producer import backfill
-from producer.backfill_read import Fields
 from producer.client import Client
+from producer.settings import ProducerSettings
 from schemas.cache import Scope, entry_id, question_hash
 from worker.embed import Embedder
 from worker.settings import Settings
+from worker.tools import backfill
+from worker.tools.backfill_read import Fields
 
 
 @dataclass(frozen=True)
@@ -200,7 +201,7 @@ class Ours:
 
     def __init__(self, settings: Settings, tenant: str, root: Path) -> None:
         self.settings, self.tenant, self.root = settings, tenant, root
-        self.client = Client(settings)
+        self.client = Client(ProducerSettings())
         self.index: dict[str, int] = {}
         self.backfill: backfill.Summary | None = None
 

@@ -25,6 +25,7 @@ import redis
 from bench.stack import fresh_stack
 from bench.stats import pct
 from producer.client import Client
+from producer.settings import ProducerSettings
 from schemas.keys import entry_prefix
 from schemas.messages import ChatReply
 from worker import pipeline
@@ -178,7 +179,7 @@ def main() -> None:
         settings = Settings()
         nodes = stack.start_workers(1, args.concurrency, lookup_pool=args.lookup_pool)
         gateway_url = stack.start_gateway(free_port(), {GATEWAY_KEY: TENANT})
-        client = Client(settings)
+        client = Client(ProducerSettings())
         client.wait_for_workers(len(nodes))
         profile = settings.profile()
         embedder = Embedder(profile, settings.model_cache_dir, settings.embed_threads)

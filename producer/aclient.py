@@ -24,30 +24,30 @@ from producer.base import (
     ForgetOptions,
     ReplyTimeout,
     RequestBuilder,
-    RequestOptions,
     check_enqueued,
     forget_message,
     lookup_message,
     make_celery,
-    ping,
     redis_options,
     reply_wait_s,
 )
 from producer.inbox import ReplyInbox
+from producer.lua import ENQUEUE_BOUNDED
+from producer.settings import ProducerSettings, get_settings
 from schemas.keys import LOOKUP_QUEUE, WRITEBACK_QUEUE, reply_key
 from schemas.messages import ChatReply, ChatRequest, ForgetReply
-from worker.lua import script
-from worker.settings import Settings, get_settings
+from schemas.requests import RequestOptions
+from schemas.taskwire import ping
 
 
 class AsyncClient(RequestBuilder):
-    def __init__(self, settings: Settings | None = None) -> None:
+    def __init__(self, settings: ProducerSettings | None = None) -> None:
         self.settings = settings or get_settings()
         pool = aioredis.BlockingConnectionPool.from_url(
             self.settings.redis_url, retry=Retry(RETRY_BACKOFF, RETRIES), **redis_options(self.settings)
         )
         self.redis = aioredis.Redis.from_pool(pool)  # owns the pool: aclose() closes it
-        self._enqueue = self.redis.register_script(script("enqueue_bounded"))
+        self._enqueue = self.redis.register_script(ENQUEUE_BOUNDED)
         self.inbox = ReplyInbox(self.redis)
         self.celery = make_celery(self.settings)
 

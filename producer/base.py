@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Sequence
 from typing import Any, TypedDict, Unpack
 
 from celery import Celery
@@ -13,25 +12,22 @@ from redis.exceptions import BusyLoadingError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from producer.settings import ProducerSettings
 from schemas.cache import Scope, entry_id, question_hash
 from schemas.keys import FORGET_TASK, LOOKUP_QUEUE, LOOKUP_TASK, WRITEBACK_QUEUE, reply_key
 from schemas.messages import (
-    CTX_MAX_QUESTION_BYTES,
-    ChatMessage,
     ChatReply,
     ChatRequest,
     ErrorCode,
     ForgetRequest,
 )
+from schemas.requests import RequestOptions, build_request
 from schemas.taskwire import task_message
-from worker.settings import Settings
 
 # A worker that takes a request right at its deadline still needs a moment to publish the error.
 REPLY_GRACE_S = 2.0
 # How long a timed-out caller waits for workers to answer the diagnostic ping.
 PING_TIMEOUT_S = 0.5
-
-MessageInput = ChatMessage | dict[str, str]
 
 
 class ReplyTimeout(TimeoutError):
@@ -67,8 +63,8 @@ class Overloaded(Exception):
         )
 
 
-def check_enqueued(result: int, settings: Settings) -> None:
-    """Interpret the enqueue script's answer (schemas: worker/lua/enqueue_bounded.lua)."""
+def check_enqueued(result: int, settings: ProducerSettings) -> None:
+    """Interpret the enqueue script's answer (producer/lua/enqueue_bounded.lua)."""
     if result < 0:
         raise Overloaded(-result, settings.overloaded_retry_after_s)
 
@@ -84,41 +80,6 @@ def timeout_message(
     else:
         who = "no worker answers a ping: start one (celery -A worker.app worker)"
     return f"no reply to request {request_id} within {timeout:.2f}s; the {queue} queue holds {depth}; {who}"
-
-
-class RequestOptions(TypedDict, total=False):
-    """Everything a request takes besides the question; one typed list for every client method."""
-
-    messages: Sequence[MessageInput] | None
-    tenant: str
-    model: str | None
-    system: str | None
-    timeout: float | None
-    deadline: float | None
-    request_id: str | None
-
-
-def build_request(settings: Settings, question: str | None = None, **options: Unpack[RequestOptions]) -> ChatRequest:
-    """Build and validate a request; bad input raises pydantic's ValidationError here, not in a worker."""
-    messages, system = options.get("messages"), options.get("system")
-    timeout, deadline = options.get("timeout"), options.get("deadline")
-    if (question is None) == (messages is None):
-        raise ValueError("pass either question or messages")
-    if timeout is not None and deadline is not None:
-        raise ValueError("pass either timeout or deadline")
-    msgs: list[MessageInput] = list(messages) if messages is not None else [{"role": "user", "content": question or ""}]
-    if system is not None:
-        msgs.insert(0, {"role": "system", "content": system})
-    rid = options.get("request_id") or uuid.uuid4().hex
-    fields: dict[str, object] = {
-        "messages": msgs,
-        "tenant": options.get("tenant", "default"),
-        "model": options.get("model") or settings.llm_model,
-        "deadline": deadline if deadline is not None else time.time() + (timeout or settings.default_timeout_s),
-        "request_id": rid,
-        "reply_to": reply_key(rid),
-    }
-    return ChatRequest.model_validate(fields, context={CTX_MAX_QUESTION_BYTES: settings.max_question_bytes})
 
 
 class ForgetOptions(TypedDict, total=False):
@@ -148,7 +109,7 @@ ForgetCall = tuple[ForgetRequest, float]
 class RequestBuilder:
     """What the sync and async clients share: building a request needs no I/O."""
 
-    settings: Settings
+    settings: ProducerSettings
 
     def request(self, question: str | None = None, **options: Unpack[RequestOptions]) -> ChatRequest:
         """Build and validate a request (no I/O); bad input raises pydantic's ValidationError here."""
@@ -193,7 +154,7 @@ def reply_wait_s(request: ChatRequest) -> float:
     return max(0.0, request.deadline - time.time()) + REPLY_GRACE_S
 
 
-def redis_options(settings: Settings) -> dict[str, Any]:
+def redis_options(settings: ProducerSettings) -> dict[str, Any]:
     """Connection options shared by the sync and async clients (each with its redis-py BlockingConnectionPool).
 
     Every request waiting for its reply holds one connection (BLPOP). redis-py's default pool refuses the
@@ -217,11 +178,10 @@ RETRY_BACKOFF = ExponentialBackoff(cap=1.0, base=0.05)
 RETRIES = 8
 
 
-def make_celery(settings: Settings) -> Celery:
+def make_celery(settings: ProducerSettings) -> Celery:
     """A producer-only Celery app: it sends tasks by name and never imports the worker's code."""
     app = Celery("dejavu-producer", broker=settings.redis_url)
     app.conf.update(
-        broker_transport_options={"visibility_timeout": settings.visibility_timeout_s},
         broker_connection_retry_on_startup=True,
     )
     return app
@@ -236,11 +196,3 @@ def lookup_message(request: ChatRequest) -> bytes:
 def forget_message(request: ForgetRequest) -> bytes:
     """The task message for a forget: LPUSH it onto WRITEBACK_QUEUE, where the workers with Postgres access run it."""
     return task_message(FORGET_TASK, WRITEBACK_QUEUE, [request.model_dump_json()], task_id=request.request_id)
-
-
-def ping(celery: Celery, timeout: float, limit: int | None = None) -> list[str]:
-    """Names of the worker nodes that answer a ping now; with `limit`, stop waiting once that many answered."""
-    # A connection of its own: a pooled one left over from before a Redis restart would fail this ping.
-    with celery.connection_for_write() as connection:
-        replies = celery.control.ping(timeout=timeout, limit=limit, connection=connection) or []
-    return sorted(name for reply in replies for name in reply)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
+import hmac
 import json
 import logging
 import re
@@ -29,9 +31,10 @@ from producer.aclient import AsyncClient
 from producer.base import Overloaded, ReplyTimeout
 from producer.metrics import GatewayMetrics
 from producer.openai_compat import CompletionBody, completion, completion_chunks
-from producer.probes import health, pg_ping, queue_depths
+from producer.settings import ProducerSettings, get_settings
 from schemas import messages
-from schemas.keys import LOOKUP_QUEUE
+from schemas.health import health, queue_depths
+from schemas.keys import LOOKUP_QUEUE, PG_DOWN_KEY
 from schemas.messages import (
     ENTRY_ID_PATTERN,
     MAX_REASON_CHARS,
@@ -41,11 +44,10 @@ from schemas.messages import (
     ErrorCode,
     ForgetReply,
 )
-from worker.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
-SETTINGS = web.AppKey("settings", Settings)
+SETTINGS = web.AppKey("settings", ProducerSettings)
 CLIENT = web.AppKey("client", AsyncClient)
 METRICS = web.AppKey("metrics", GatewayMetrics)
 
@@ -126,12 +128,46 @@ class FeedbackBody(BaseModel):
 # --- request handling steps, each ending the request with a GatewayError when it cannot go on ---
 
 
-def tenant_of(request: web.Request) -> str:
+class ApiKeys:
+    """API keys kept only as SHA-256 digests, and looked up in constant time: every stored digest is compared,
+    with hmac.compare_digest, whatever the presented key."""
+
+    def __init__(self, tenants: dict[str, str], metrics_key: str | None) -> None:
+        self._tenants = [(_digest(key), tenant) for key, tenant in tenants.items()]
+        self._metrics = None if metrics_key is None else _digest(metrics_key)
+
+    def tenant(self, key: str) -> str | None:
+        presented, found = _digest(key), None
+        for digest, tenant in self._tenants:
+            if hmac.compare_digest(presented, digest):
+                found = tenant
+        return found
+
+    def operator(self, key: str | None) -> bool:
+        """Whether `key` opens /metrics and the detailed /healthz: any key when DEJAVU_METRICS_KEY is unset."""
+        if self._metrics is None:
+            return True
+        return key is not None and hmac.compare_digest(_digest(key), self._metrics)
+
+
+KEYS = web.AppKey("keys", ApiKeys)
+
+
+def _digest(key: str) -> bytes:
+    return hashlib.sha256(key.encode()).digest()
+
+
+def bearer(request: web.Request) -> str | None:
     scheme, _, key = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not key.strip():
+    return key.strip() if scheme.lower() == "bearer" and key.strip() else None
+
+
+def tenant_of(request: web.Request) -> str:
+    key = bearer(request)
+    if key is None:
         raise GatewayError(401, "missing_api_key", "send an API key as 'Authorization: Bearer <key>'",
                            headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
-    tenant = request.app[SETTINGS].gateway_api_keys.get(key.strip())
+    tenant = request.app[KEYS].tenant(key)
     if tenant is None:
         raise GatewayError(401, "invalid_api_key", "the API key is not known to this gateway",
                            headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
@@ -151,6 +187,8 @@ async def read_json(request: web.Request) -> Any:
         return json.loads(raw)
     except ValueError as exc:
         raise GatewayError(400, "invalid_json", f"the request body is not valid JSON: {exc}") from None
+    except RecursionError:  # json's decoder recurses once per nesting level: [[[[...]]]] deep enough ends here
+        raise GatewayError(400, "invalid_json", "the request body is nested too deeply") from None
 
 
 M = TypeVar("M", bound=BaseModel)
@@ -285,6 +323,8 @@ async def feedback(request: web.Request) -> web.Response:
 
 
 async def healthz(request: web.Request) -> web.Response:
+    """ok / degraded / down for anyone (a load balancer); the checks and reasons only for the operator's key
+    (DEJAVU_METRICS_KEY, when set): exception text and worker names are not for callers at large."""
     client, settings = request.app[CLIENT], request.app[SETTINGS]
 
     async def workers() -> list[str]:
@@ -293,11 +333,13 @@ async def healthz(request: web.Request) -> web.Response:
             raise RuntimeError("no worker answers a ping")
         return names
 
-    checks: dict[str, Awaitable[Any]] = {
-        "redis": client.redis.ping(),
-        "postgres": pg_ping(settings.pg_dsn),
-        "workers": workers(),
-    }
+    async def postgres() -> None:
+        # The workers report Postgres failures (schemas.keys.PG_DOWN_KEY): the gateway holds no Postgres credentials.
+        reported = await client.redis.get(PG_DOWN_KEY)
+        if reported is not None:
+            raise RuntimeError(f"a worker could not reach Postgres: {reported!r}")
+
+    checks: dict[str, Awaitable[Any]] = {"redis": client.redis.ping(), "postgres": postgres(), "workers": workers()}
     results = await asyncio.gather(
         *(asyncio.wait_for(check, HEALTH_TIMEOUT_S) for check in checks.values()), return_exceptions=True
     )
@@ -309,12 +351,14 @@ async def healthz(request: web.Request) -> web.Response:
             report[name] = {"ok": True, **({"names": result} if name == "workers" else {})}
     depth = await _lookup_depth(client)
     verdict = health(
-        report["redis"]["ok"], report["postgres"]["ok"], len(report["workers"].get("names", ())), depth,
-        settings.max_queue_depth,
+        report["redis"]["ok"], report["postgres"]["ok"] or not report["redis"]["ok"],
+        len(report["workers"].get("names", ())), depth, settings.max_queue_depth,
     )  # fmt: skip
-    report.update(status=verdict.status, reasons=list(verdict.reasons))
+    body: dict[str, Any] = {"status": verdict.status}
+    if request.app[KEYS].operator(bearer(request)) and settings.metrics_key is not None:
+        body.update(report, reasons=list(verdict.reasons))
     # Degraded still answers requests: a load balancer should keep sending them.
-    return web.json_response(report, status=503 if verdict.status == "down" else 200)
+    return web.json_response(body, status=503 if verdict.status == "down" else 200)
 
 
 async def _lookup_depth(client: AsyncClient) -> int | None:
@@ -325,6 +369,9 @@ async def _lookup_depth(client: AsyncClient) -> int | None:
 
 
 async def metrics(request: web.Request) -> web.Response:
+    if not request.app[KEYS].operator(bearer(request)):
+        raise GatewayError(401, "invalid_api_key", "/metrics needs 'Authorization: Bearer <DEJAVU_METRICS_KEY>'",
+                           headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
     return web.Response(body=request.app[METRICS].render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
@@ -367,7 +414,7 @@ async def _client(app: web.Application) -> AsyncIterator[None]:
     await app[CLIENT].aclose()
 
 
-def make_app(settings: Settings | None = None) -> web.Application:
+def make_app(settings: ProducerSettings | None = None) -> web.Application:
     settings = settings or get_settings()
     bad = [tenant for tenant in settings.gateway_api_keys.values() if not TENANT_PATTERN.match(tenant)]
     if bad:
@@ -376,6 +423,8 @@ def make_app(settings: Settings | None = None) -> web.Application:
         log.warning("DEJAVU_GATEWAY_API_KEYS is empty: every /v1 request will be refused with 401")
     app = web.Application(client_max_size=settings.gateway_max_body_bytes, middlewares=[observe])
     app[SETTINGS] = settings
+    metrics_key = settings.metrics_key.get_secret_value() if settings.metrics_key is not None else None
+    app[KEYS] = ApiKeys(settings.gateway_api_keys, metrics_key)
     app[METRICS] = GatewayMetrics()
     app.cleanup_ctx.append(_client)
     app.router.add_post("/v1/chat/completions", chat_completions)

@@ -49,3 +49,9 @@ def index_name(profile: str) -> str:
 
 def reply_key(request_id: str) -> str:
     return f"{REPLY_PREFIX}{request_id}"
+
+
+# Set by a worker that could not reach Postgres (value: when and why), expiring PG_DOWN_TTL_S after the last
+# failure: producers read the stack's Postgres health here without Postgres credentials of their own.
+PG_DOWN_KEY = f"{PREFIX}:health:postgres-down"
+PG_DOWN_TTL_S = 30

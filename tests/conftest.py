@@ -16,8 +16,9 @@ import pytest
 import redis
 
 from producer.client import Client
+from producer.settings import ProducerSettings
 from worker.local.servers import LocalStack, free_port
-from worker.settings import Settings, get_settings
+from worker.settings import get_settings
 
 # Short LLM limits so fault tests take seconds, not minutes.
 WORKER_ENV = {
@@ -48,7 +49,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
         s.flower_port = free_port()  # type: ignore[attr-defined]
         s.start_workers(nodes=1, concurrency=2, llm_threads=8)
         s.start_flower(s.flower_port)  # type: ignore[attr-defined]
-        client = Client(Settings())
+        client = Client(ProducerSettings())
         client.wait_for_workers(2)
         client.close()
         yield s
@@ -61,7 +62,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
 
 @pytest.fixture(scope="session")
 def client(stack: LocalStack) -> Iterator[Client]:
-    c = Client(Settings())
+    c = Client(ProducerSettings())
     yield c
     c.close()
 

@@ -10,9 +10,10 @@ from schemas.messages import ErrorCode, ReplyError
 
 # Redis down: nothing can be replied or queued, so the task is retried.
 REDIS_DOWN = (RedisConnectionError, RedisTimeoutError)
+# Postgres down or restarting (connection refused, reset, or not yet accepting connections).
+PG_DOWN = (OSError, asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError, asyncpg.InterfaceError)
 # A server down or restarting: worth retrying later, or skipping on the reply path; anything else is a bug.
-UNREACHABLE = (OSError, TimeoutError, RedisConnectionError, RedisTimeoutError, asyncpg.PostgresConnectionError,
-               asyncpg.CannotConnectNowError, asyncpg.InterfaceError)  # fmt: skip
+UNREACHABLE = (TimeoutError, RedisConnectionError, RedisTimeoutError, *PG_DOWN)
 
 
 class DejavuError(Exception):

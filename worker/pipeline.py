@@ -195,7 +195,7 @@ def refusal(
 ) -> str | None:
     """Why a neighbour at or above the threshold must not be served ("guard: negation", "verifier"), or None.
 
-    producer/sweep.py applies the same rule to whole arrays; keep the two in step.
+    worker/tools/sweep.py applies the same rule to whole arrays; keep the two in step.
     """
     if similarity >= 1.0:  # the same vector: a case or spacing twin of the stored question
         return None
@@ -215,6 +215,7 @@ async def _pg_lookup(rt: Runtime, scope_id: str, vector: npt.NDArray[np.float32]
         return await rt.pg_tier.lookup_similar(scope_id, vector)
     except UNREACHABLE as exc:
         log.warning("pgvector lookup skipped, Postgres unreachable: %r", exc)
+        await rt.report_pg_down(exc)
         return None
 
 

@@ -9,8 +9,10 @@ run; LLM and write-back nodes never pay for it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
+import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -24,8 +26,10 @@ from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from schemas.keys import PG_DOWN_KEY, PG_DOWN_TTL_S
 from worker.coalesce import Coalescer
 from worker.embed import Embedder
+from worker.errors import REDIS_DOWN
 from worker.llm import LLMClient
 from worker.llm_slots import LLMSlots
 from worker.reply import ReplyPublisher
@@ -68,6 +72,7 @@ class Runtime:
     _embedder: Embedder | None = None
     _embedder_lock: threading.Lock = field(default_factory=threading.Lock)
     _thread: threading.Thread | None = None
+    _pg_down_reported: float = float("-inf")
 
     @classmethod
     def open(cls, settings: Settings) -> Runtime:
@@ -132,6 +137,15 @@ class Runtime:
                     embedder.warm_up()
                     self._embedder = embedder
         return self._embedder
+
+    async def report_pg_down(self, exc: BaseException) -> None:
+        """Tell producers (the gateway's /healthz) that Postgres failed, for PG_DOWN_TTL_S after the last report."""
+        now = time.monotonic()
+        if now - self._pg_down_reported < PG_DOWN_TTL_S / 3:  # one write per process per 10 s is enough
+            return
+        self._pg_down_reported = now
+        with contextlib.suppress(*REDIS_DOWN):  # Redis down too: /healthz says so by itself
+            await self.redis.set(PG_DOWN_KEY, f"{time.time():.0f} {type(exc).__name__}: {exc}", ex=PG_DOWN_TTL_S)
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run a coroutine on this process's loop and wait for it (called from task threads)."""

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from schemas.settings import CommonSettings
 from worker.verifier import Verifier
 
 Pooling = Literal["mean", "cls"]
@@ -106,19 +106,15 @@ def _builtin_model(name: str, model_dir: Path | None) -> dict[str, Any]:
     raise ValueError(f"unknown embedding profile {name!r}: set DEJAVU_EMBED_PROFILE to 'minilm' or 'mxbai'")
 
 
-class Settings(BaseSettings):
-    """Every `DEJAVU_*` variable; the README lists them."""
-
-    model_config = SettingsConfigDict(env_prefix="DEJAVU_", extra="ignore")
+class Settings(CommonSettings):
+    """The worker side's settings (workers and `dejavu status|backfill|eval|calibrate`): the shared ones plus
+    its own; the README lists every variable."""
 
     # --- servers ---
-    redis_url: str = "redis://127.0.0.1:6390/0"
     pg_dsn: str = "postgresql://dejavu@127.0.0.1:5490/dejavu"
     pg_pool_size: int = 4
     llm_url: str = "http://127.0.0.1:8099/v1"
     llm_api_key: str = ""
-    # Used when a request names no model (the gateway always names one).
-    llm_model: str = "standin-1"
 
     # --- the LLM call ---
     llm_timeout_s: float = 60.0
@@ -131,19 +127,8 @@ class Settings(BaseSettings):
     coalesce_lease_s: float = 5.0
 
     # --- requests and replies ---
-    max_question_bytes: int = 8 * 1024
     # How long an unread reply waits for a producer that starts listening late.
     reply_ttl_s: int = 600
-    default_timeout_s: float = 30.0
-    # Redis connections one producer process (client, gateway) may hold; each request awaiting its reply holds
-    # one, and callers beyond it wait for a free one. Mind Redis's own maxclients (10,000) across processes.
-    client_max_connections: int = Field(default=1000, ge=2)
-    # Producers refuse new requests with `overloaded` while the lookup queue is this deep (0: never).
-    max_queue_depth: int = 2000
-    # What an overloaded producer tells callers to wait before retrying (HTTP Retry-After).
-    overloaded_retry_after_s: int = 1
-    # Earlier turns of a conversation join the cache scope (off: only system prompt + question).
-    scope_includes_history: bool = True
     # Refuse neighbours above the threshold that differ in negation, numbers, question kind or names.
     guards: bool = True
     # Apply the profile's fitted verifier (worker/verifier.py), when its configuration has one.
@@ -176,11 +161,6 @@ class Settings(BaseSettings):
     profile_file: Path | None = None
     threshold_redis: float | None = None
     threshold_pgvector: float | None = None
-
-    # --- HTTP gateway (producer.gateway) ---
-    # API key -> tenant, as JSON in DEJAVU_GATEWAY_API_KEYS; the tenant always comes from the key.
-    gateway_api_keys: dict[str, str] = Field(default_factory=dict)
-    gateway_max_body_bytes: int = 1024 * 1024
 
     # --- backfill (`dejavu backfill`) ---
     # Rows per chunk task: a lookup on the same node waits behind at most one chunk (measured: p99 0.6 s at 64

@@ -5,7 +5,7 @@ Cosine alone ranks Quora paraphrases poorly near the threshold (P 0.79 at R 0.40
 the two questions are worded adds what the embedding blurs: shared words, words only one side has, numbers,
 length, the question word. Sixteen such features go through four small networks (one hidden layer of 16 ReLUs
 each) whose probabilities are averaged; `dejavu calibrate` fits them with numpy on labelled pairs
-(producer/calibrate.py) and sets the probability a neighbour needs (`threshold`). A check costs well under a
+(worker/tools/calibrate.py) and sets the probability a neighbour needs (`threshold`). A check costs well under a
 millisecond, mostly the features.
 """
 

@@ -7,7 +7,7 @@ or its tenant finished (worker.forget). Redis goes first, so that it still fills
 from __future__ import annotations
 
 from schemas.cache import CacheEntry, WritebackJob, answer_hash
-from worker.errors import UNREACHABLE, TransientError
+from worker.errors import PG_DOWN, UNREACHABLE, TransientError
 from worker.runtime import Runtime
 from worker.tiers import Stored
 
@@ -22,10 +22,14 @@ async def store(job: WritebackJob, rt: Runtime) -> dict[str, Stored]:
         if job.redis:
             done["redis"] = await rt.redis_tier.store(entry, job.as_of)
         if job.pgvector and done.get("redis") not in REFUSED:
-            async with rt.pg_tier.writing(entry.tenant, [entry.entry_id]) as conn:
-                # Under the write lock: a forget that began after the Redis step has put up its tombstone by now.
-                forgotten = await rt.redis_tier.forgotten(entry, job.as_of)
-                done["pgvector"] = Stored.FORGOTTEN if forgotten else await rt.pg_tier.insert(conn, entry)
+            try:
+                async with rt.pg_tier.writing(entry.tenant, [entry.entry_id]) as conn:
+                    # Under the write lock: a forget that began after the Redis step has put up its tombstone.
+                    forgotten = await rt.redis_tier.forgotten(entry, job.as_of)
+                    done["pgvector"] = Stored.FORGOTTEN if forgotten else await rt.pg_tier.insert(conn, entry)
+            except PG_DOWN as exc:
+                await rt.report_pg_down(exc)
+                raise
         if Stored.BLOCKED in done.values():
             await _unserve(entry, rt, stored_in_redis=done.get("redis") == Stored.STORED)
     except UNREACHABLE as exc:

@@ -15,20 +15,21 @@ from typing import Any
 import asyncpg
 import redis
 
-from producer import backfill
-from producer.backfill_read import Fields, plan, read_rows
-from producer.base import make_celery, ping
+from producer.base import make_celery
 from producer.client import Client
-from producer.probes import unfinished_backfills
 from schemas.cache import entry_id, question_hash
 from schemas.keys import BACKFILL_QUEUE, entry_prefix
 from schemas.messages import Tier
+from schemas.taskwire import ping
 from tests.conftest import llm_calls, wait_until
 from worker import sqlfiles
 from worker.backfill import drop_hnsw
 from worker.local.servers import LocalStack
 from worker.settings import Settings
 from worker.tiers.pgvector import ensure_schema
+from worker.tools import backfill
+from worker.tools.backfill_read import Fields, plan, read_rows
+from worker.tools.probes import unfinished_backfills
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "medquad_qa.jsonl"
 SYSTEM = "You answer questions about health."

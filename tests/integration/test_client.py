@@ -10,10 +10,10 @@ import pytest
 import redis
 
 from producer import AsyncClient, Client, ReplyTimeout
+from producer.settings import ProducerSettings
 from schemas.keys import LOOKUP_QUEUE, reply_key
 from schemas.messages import ChatReply, Tier
 from worker.local.servers import LocalStack
-from worker.settings import Settings
 
 
 def fresh_question() -> str:
@@ -36,7 +36,7 @@ def test_sync_client_is_safe_to_share_across_threads(client: Client, tenant: str
 
 def test_async_ask_submit_and_get_reply(stack: LocalStack, tenant: str) -> None:
     async def scenario() -> None:
-        async with AsyncClient(Settings()) as client:
+        async with AsyncClient(ProducerSettings()) as client:
             question = fresh_question()
             cold = await client.ask(question, tenant=tenant)
             assert cold.ok and cold.tier == Tier.LLM and question in (cold.answer or "")
@@ -72,7 +72,7 @@ def test_sync_timeout_says_what_happened_and_the_late_reply_does_not_leak(client
 
 def test_async_timeout_and_the_late_reply_does_not_leak(stack: LocalStack, tenant: str) -> None:
     async def scenario() -> None:
-        async with AsyncClient(Settings()) as client:
+        async with AsyncClient(ProducerSettings()) as client:
             slow = fresh_question()
             request_id = await client.submit(slow, tenant=tenant)
             with pytest.raises(ReplyTimeout) as timed_out:
@@ -91,7 +91,7 @@ def test_timeout_with_no_worker_consuming_says_so(stack: LocalStack, tenant: str
     db1 = stack.redis_url.removesuffix("/0") + "/1"
 
     async def scenario() -> tuple[ReplyTimeout, ReplyTimeout]:
-        async with AsyncClient(Settings(redis_url=db1)) as client:
+        async with AsyncClient(ProducerSettings(redis_url=db1)) as client:
             request_id = await client.submit(fresh_question(), tenant=tenant)
             with pytest.raises(ReplyTimeout) as timed_out:
                 await client.get_reply(request_id, timeout=0.2)
@@ -130,7 +130,7 @@ def test_more_waiting_requests_than_connections_wait_their_turn(rdb: redis.Redis
     # A sync ask awaiting its reply holds a Redis connection; with only 3, twelve concurrent asks queue for
     # one instead of failing (redis-py's default pool raises MaxConnectionsError past its limit). Async asks
     # hold none while they wait: their replies come to the client's inbox, read by one connection.
-    settings = Settings(client_max_connections=3)
+    settings = ProducerSettings(client_max_connections=3)
     questions = [fresh_question() for _ in range(12)]
     many = [fresh_question() for _ in range(40)]
 
@@ -156,7 +156,7 @@ def test_a_reply_nobody_waits_for_is_dropped_not_handed_to_the_next_ask(rdb: red
     stale = ChatReply(request_id=uuid.uuid4().hex, answer="the stale answer", tier=Tier.EXACT)
 
     async def scenario() -> tuple[str, ChatReply]:
-        async with AsyncClient(Settings()) as client:
+        async with AsyncClient(ProducerSettings()) as client:
             rdb.rpush(client.inbox.key, stale.model_dump_json())
             question = fresh_question()
             reply = await client.ask(question, tenant=tenant)

@@ -16,13 +16,13 @@ import asyncpg
 import pytest
 import redis
 
-from producer import evaluate
-from producer.pairs import read_pairs
-from producer.sweep import counts, embed_texts, pairs_asks, replay_asks, served
 from schemas.keys import entry_prefix
 from worker.local.servers import LocalStack
 from worker.runtime import Runtime
 from worker.settings import Settings
+from worker.tools import evaluate
+from worker.tools.pairs import read_pairs
+from worker.tools.sweep import counts, embed_texts, pairs_asks, replay_asks, served
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 PROFILE = "minilm"

@@ -12,6 +12,7 @@ import redis
 
 from producer.aclient import AsyncClient
 from producer.client import Client
+from producer.settings import ProducerSettings
 from schemas.keys import entry_prefix
 from schemas.messages import ChatReply, Tier
 from tests.conftest import llm_calls, wait_until
@@ -70,7 +71,7 @@ def test_redis_restarted_everything_reconnects_without_a_restart(
     in_flight = f"Is an ask in flight across a Redis restart answered ({tenant})?"
 
     async def ask_across_the_restart() -> ChatReply:
-        async with AsyncClient(Settings()) as aclient:
+        async with AsyncClient(ProducerSettings()) as aclient:
             return await aclient.ask(in_flight, tenant=tenant, timeout=30)
 
     with ThreadPoolExecutor(1) as pool:

@@ -17,9 +17,9 @@ import pytest
 import redis
 from redis.commands.search.query import Query
 
-from producer import AsyncClient, backfill
-from producer.backfill_read import Fields
+from producer import AsyncClient
 from producer.client import Client
+from producer.settings import ProducerSettings
 from schemas.cache import CacheEntry, Scope, WritebackJob, entry_id, question_hash
 from schemas.keys import BLOCKED_PREFIX, COALESCED_ANSWER_PREFIX, entry_prefix, index_name
 from schemas.messages import ChatReply, Removed, Tier
@@ -30,6 +30,8 @@ from worker import writeback
 from worker.local.servers import LocalStack
 from worker.runtime import Runtime
 from worker.settings import Settings
+from worker.tools import backfill
+from worker.tools.backfill_read import Fields
 
 PROFILE = "minilm"
 
@@ -189,7 +191,7 @@ def test_feedback_with_the_async_client_right_after_the_answer(
     question = fresh_question()
 
     async def scenario() -> ChatReply:
-        async with AsyncClient(Settings()) as aclient:
+        async with AsyncClient(ProducerSettings()) as aclient:
             reply = await aclient.ask(question, tenant=tenant)
             # At once: the write-back may not have landed; the answer the reply carries is blocked either way.
             bad = await aclient.feedback(reply, reason="too early to tell")

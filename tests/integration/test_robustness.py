@@ -12,12 +12,12 @@ import pytest
 import redis
 
 from producer import AsyncClient, Client, Overloaded
+from producer.settings import ProducerSettings
 from schemas.keys import LOOKUP_QUEUE, reply_key
 from schemas.messages import Tier
 from schemas.taskwire import task_message
 from tests.conftest import llm_calls
 from worker.local.servers import PG_DB, PG_USER, LocalStack
-from worker.settings import Settings
 
 
 def test_a_lookup_task_run_twice_publishes_one_reply(client: Client, rdb: redis.Redis, tenant: str) -> None:
@@ -59,13 +59,13 @@ def test_embedded_postgres_refuses_without_password(stack: LocalStack) -> None:
         asyncio.run(connect(None))
     with pytest.raises(asyncpg.InvalidPasswordError):
         asyncio.run(connect("wrong"))
-    asyncio.run(connect(stack.password))
+    asyncio.run(connect(stack.secrets["PG_PASSWORD"]))
 
 
 def test_producers_refuse_at_once_when_the_queue_is_too_deep(stack: LocalStack, tenant: str) -> None:
     # Database 1 has no worker: its lookup queue only grows, as under a backlog.
     db1 = stack.redis_url.removesuffix("/0") + "/1"
-    settings = Settings(redis_url=db1, max_queue_depth=2, overloaded_retry_after_s=3)
+    settings = ProducerSettings(redis_url=db1, max_queue_depth=2, overloaded_retry_after_s=3)
     client = Client(settings)
     raw = redis.Redis.from_url(db1)
     try:

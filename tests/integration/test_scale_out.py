@@ -11,14 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from producer import backfill
 from producer.base import make_celery
 from producer.client import Client
+from producer.settings import ProducerSettings
 from schemas.keys import BACKFILL_TASK, COMPLETE_TASK, LOOKUP_TASK
 from tests.conftest import llm_calls
 from tests.integration.test_backfill import medquad, options, stored, unique_questions, write_jsonl
 from worker.local.servers import LocalStack
 from worker.settings import Settings
+from worker.tools import backfill
 
 EXTRA = ("lookup-b", "io-b")
 
@@ -36,7 +37,7 @@ def two_machines(stack: LocalStack, client: Client) -> Iterator[None]:
 
 
 def tasks_per_node() -> dict[str, Counter[str]]:
-    celery = make_celery(Settings())
+    celery = make_celery(ProducerSettings())
     # A connection of its own: kombu's process-wide pool may still hold one from before the Redis restart.
     with celery.connection_for_write() as connection:
         stats = celery.control.inspect(timeout=3, connection=connection).stats() or {}

@@ -220,7 +220,7 @@ def test_writeback_twice_stores_one_entry(client: Client, rdb: redis.Redis, tena
 
 def test_flower_api_lists_the_worker(stack: LocalStack) -> None:
     request = urllib.request.Request(f"http://127.0.0.1:{stack.flower_port}/api/workers?refresh=1")  # type: ignore[attr-defined]
-    token = b64encode(f"dejavu:{stack.password}".encode()).decode()
+    token = b64encode(f"dejavu:{stack.flower_password}".encode()).decode()
     request.add_header("Authorization", f"Basic {token}")
 
     def listed() -> bool:

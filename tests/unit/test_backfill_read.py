@@ -8,13 +8,13 @@ import time
 
 import pytest
 
-from producer.backfill import Options, scope_of
-from producer.backfill_read import Fields, FileFormatError, Reject, Row, chunks, detect_format, plan, read_rows
 from schemas.cache import Scope
 from schemas.keys import reply_key
 from schemas.messages import ChatRequest
 from worker.backfill import rebuild_hnsw
 from worker.settings import Settings
+from worker.tools.backfill import Options, scope_of
+from worker.tools.backfill_read import Fields, FileFormatError, Reject, Row, chunks, detect_format, plan, read_rows
 
 FIELDS = Fields("question", "answer", "qid")
 

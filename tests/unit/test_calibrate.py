@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from producer.calibrate import CalibrationError, calibrate_asks, fit_verifier
-from producer.sweep import Asks, counts, curve, served
+from worker.tools.calibrate import CalibrationError, calibrate_asks, fit_verifier
+from worker.tools.sweep import Asks, counts, curve, served
 from worker.verifier import FEATURES
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from producer.pairs import Counts, Pair, PairsError, components, count, held_out, read_pairs
+from worker.tools.pairs import Counts, Pair, PairsError, components, count, held_out, read_pairs
 
 
 def write(path: Path, rows: list[object]) -> Path:

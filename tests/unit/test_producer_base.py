@@ -9,11 +9,12 @@ import pytest
 from pydantic import ValidationError
 
 from producer.base import ReplyTimeout, RequestBuilder, build_request, timeout_message
-from producer.cli import EXIT_USAGE, build_parser, main
+from producer.cli import build_parser, main
+from producer.settings import ProducerSettings as Settings
 from schemas.cache import Scope, entry_id, question_hash
+from schemas.cli import EXIT_USAGE
 from schemas.keys import reply_key
 from schemas.messages import ChatReply, Tier
-from worker.settings import Settings
 
 
 def test_build_request_fills_scope_and_reply_list() -> None:

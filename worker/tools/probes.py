@@ -1,52 +1,20 @@
-"""Read-only looks at the running system, shared by `dejavu status` and the gateway's /healthz."""
+"""Read-only looks at the running system, for `dejavu status` (the gateway reads Postgres's health from the
+workers' reports in Redis: schemas.keys.PG_DOWN_KEY)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 import asyncpg
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from schemas.keys import LLM_QUEUE, LOOKUP_QUEUE, WRITEBACK_QUEUE, index_name
+from schemas.keys import index_name
 from worker.sqlfiles import table_name
 
-QUEUES: Final = (LOOKUP_QUEUE, LLM_QUEUE, WRITEBACK_QUEUE)
 PG_TIMEOUT_S: Final = 3.0
-
-
-@dataclass(frozen=True)
-class Health:
-    """`ok`; `degraded`: requests are answered but something underneath is down; `down`: they are not."""
-
-    status: Literal["ok", "degraded", "down"]
-    reasons: tuple[str, ...]
-
-
-def health(redis_ok: bool, postgres_ok: bool, workers: int, lookup_depth: int | None, max_depth: int) -> Health:
-    down, degraded = [], []
-    if not redis_ok:
-        down.append("Redis is unreachable: requests cannot be queued or answered")
-    if redis_ok and workers == 0:
-        down.append("no worker answers a ping: requests wait in the queue")
-    if not postgres_ok:
-        degraded.append("Postgres is unreachable: the pgvector tier is skipped and write-backs wait for it")
-    if max_depth and lookup_depth is not None and lookup_depth >= max_depth:
-        degraded.append(f"the lookup queue is at its limit ({lookup_depth}): producers refuse new requests")
-    status: Literal["ok", "degraded", "down"] = "down" if down else "degraded" if degraded else "ok"
-    return Health(status, (*down, *degraded))
-
-
-async def queue_depths(r: aioredis.Redis) -> dict[str, int]:
-    """Messages waiting per Celery queue (Kombu's Redis transport keeps each queue as a list)."""
-    async with r.pipeline(transaction=False) as pipe:
-        for queue in QUEUES:
-            pipe.llen(queue)
-        depths = await pipe.execute()
-    return {queue: int(depth) for queue, depth in zip(QUEUES, depths, strict=True)}
 
 
 async def redis_entries(r: aioredis.Redis, profile: str) -> int | None:
@@ -94,9 +62,3 @@ async def unfinished_backfills(dsn: str, profile: str) -> list[dict[str, Any]]:
          "created_at": r["created_at"].isoformat()}
         for r in rows
     ]  # fmt: skip
-
-
-async def pg_ping(dsn: str) -> None:
-    """Raises if Postgres does not accept a connection and a query."""
-    async with _pg(dsn) as conn:
-        await conn.fetchval("SELECT 1")

@@ -18,6 +18,8 @@ from schemas.cache import question_hash
 
 Format = Literal["jsonl", "csv"]
 Policy = Literal["keep-first", "keep-last"]
+# `--warm-redis all`: store every row in the Redis tier too (more rows than any file has).
+WARM_ALL = 2**62
 # Long answers are normal in FAQ exports; the csv module's default cap is 128 KiB per field.
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
 

@@ -1,7 +1,7 @@
 """`dejavu calibrate`: fit the verifier on labelled pairs and choose the lowest threshold that reaches a precision.
 
-    read the pairs -> embed every text once -> pairs-mode asks (producer/sweep.py) -> split by connected
-    components (producer/pairs.py: HELD_OUT_SHARE of them held out) -> fit the verifier with numpy on the
+    read the pairs -> embed every text once -> pairs-mode asks (worker/tools/sweep.py) -> split by connected
+    components (worker/tools/pairs.py: HELD_OUT_SHARE of them held out) -> fit the verifier with numpy on the
     rest, on the pairs it would actually see (cosine at or above the floor, guards passed) -> on the held-out
     pairs, the lowest verifier threshold whose precision reaches the target -> write the profile file.
 
@@ -21,10 +21,10 @@ from typing import Any
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from producer.pairs import Pair, held_out
-from producer.sweep import Asks, Curve, curve, embed_texts, pairs_asks
 from worker.embed import Embedder
 from worker.settings import ProfileConfig, Settings
+from worker.tools.pairs import Pair, held_out
+from worker.tools.sweep import Asks, Curve, curve, embed_texts, pairs_asks
 from worker.verifier import FEATURES, Network, Verifier
 
 Floats = np.ndarray[Any, np.dtype[np.float64]]
@@ -173,7 +173,7 @@ def calibrate(files: Sequence[Path], pairs: list[Pair], target_precision: float,
     result = calibrate_asks(asks, held, target_precision, use_verifier, min_similarity, settings.guards)
     provenance = {
         "pairs_files": [f.name for f in files], "target_precision": target_precision, "guards": settings.guards,
-        "held_out": result.report() | {"split": "components hashed, see producer/pairs.py" if use_verifier else "none"},
+        "held_out": result.report() | {"split": "components hashed (worker.tools.pairs)" if use_verifier else "none"},
         "calibrated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }  # fmt: skip
     config = result.config.model_copy(update={"calibration": provenance})

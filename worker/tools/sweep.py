@@ -1,6 +1,6 @@
 """Offline scoring of asks: what the lookup path would decide at every threshold, in numpy.
 
-The real path (producer/evaluate.py) answers "hit or miss at the configured thresholds" for one setting per
+The real path (worker/tools/evaluate.py) answers "hit or miss at the configured thresholds" for one setting per
 run. To draw curves and to calibrate, each ask's nearest stored question, cosine, guard verdict and verifier
 score are computed once with the same embedder, guards and verifier, and the serving rule of
 `worker.pipeline.refusal` is applied here to whole arrays: exact tier first; then cosine at or above the
@@ -17,10 +17,10 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-from producer.pairs import Counts, Pair, components, count
 from schemas.cache import normalize_question
 from worker import guards
 from worker.embed import Embedder
+from worker.tools.pairs import Counts, Pair, components, count
 from worker.verifier import Verifier, features
 
 Bools = npt.NDArray[np.bool_]

@@ -8,7 +8,7 @@ is the lookup's answer and nothing runs after it.
 
     pairs:  each pair in a tenant of its own holding text_a; text_b is asked there.
     replay: every text_a in one tenant, every text_b asked once; a hit is right when the entry it served is the
-            same question (the same connected component of label-1 pairs, producer/pairs.py).
+            same question (the same connected component of label-1 pairs, worker/tools/pairs.py).
 """
 
 from __future__ import annotations
@@ -25,14 +25,14 @@ import numpy as np
 import numpy.typing as npt
 from tqdm import tqdm
 
-from producer.base import build_request
-from producer.pairs import Counts, Pair, components, count
-from producer.sweep import asked_questions, stored_questions
 from schemas.cache import CacheEntry, MissJob, Scope, WritebackJob, entry_id, normalize_question, question_hash
 from schemas.messages import ChatReply, ChatRequest
+from schemas.requests import build_request
 from worker import pipeline, sqlfiles, writeback
 from worker.runtime import Runtime
 from worker.settings import Settings
+from worker.tools.pairs import Counts, Pair, components, count
+from worker.tools.sweep import asked_questions, stored_questions
 
 Mode = Literal["pairs", "replay"]
 Vectors = Mapping[str, npt.NDArray[np.float32]]
@@ -193,7 +193,7 @@ async def _store(
             if eid in stored:  # the same normalized question twice in one scope: the first one stays
                 continue
             stored[eid] = question
-            # One at a time, as a live answer's vector is computed (see producer.sweep.embed_texts).
+            # One at a time, as a live answer's vector is computed (see worker.tools.sweep.embed_texts).
             vector = known[question] if known is not None else rt.embedder.embed_one(question)
             entry = CacheEntry(
                 entry_id=eid, scope_id=scope.scope_id, tenant=scope.tenant, model=scope.model,
