@@ -54,3 +54,9 @@ def mutated_requests(draw: st.DrawFn, tenant: str) -> dict[str, Any]:
     elif kind == "question":
         request["messages"][-1]["content"] = draw(texts)
     return request
+
+
+# JSON nested deeper than the decoder's recursion limit (it raised RecursionError, a 500, before it was caught).
+deeply_nested = st.tuples(st.integers(900, 50_000), st.sampled_from([("[", "]"), ('{"a":', "}")])).map(
+    lambda t: (t[1][0] * t[0] + "1" + t[1][1] * t[0]).encode()
+)

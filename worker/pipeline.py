@@ -212,11 +212,13 @@ def refusal(
 async def _pg_lookup(rt: Runtime, scope_id: str, vector: npt.NDArray[np.float32]) -> Candidate | None:
     # The durable tier is an optimization on the reply path: if Postgres is down, fall through to the LLM.
     try:
-        return await rt.pg_tier.lookup_similar(scope_id, vector)
+        found = await rt.pg_tier.lookup_similar(scope_id, vector)
     except UNREACHABLE as exc:
         log.warning("pgvector lookup skipped, Postgres unreachable: %r", exc)
         await rt.report_pg_down(exc)
         return None
+    await rt.report_pg_up()
+    return found
 
 
 def _served(request: ChatRequest, hit: Candidate, tier: Tier, clock: Stopwatch) -> ChatReply:

@@ -147,6 +147,15 @@ class Runtime:
         with contextlib.suppress(*REDIS_DOWN):  # Redis down too: /healthz says so by itself
             await self.redis.set(PG_DOWN_KEY, f"{time.time():.0f} {type(exc).__name__}: {exc}", ex=PG_DOWN_TTL_S)
 
+    async def report_pg_up(self) -> None:
+        """Postgres answered: withdraw this process's report of it being down, if it made one (a flag check
+        otherwise, nothing sent)."""
+        if self._pg_down_reported == float("-inf"):
+            return
+        self._pg_down_reported = float("-inf")
+        with contextlib.suppress(*REDIS_DOWN):
+            await self.redis.delete(PG_DOWN_KEY)
+
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run a coroutine on this process's loop and wait for it (called from task threads)."""
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result()

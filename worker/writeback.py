@@ -30,6 +30,7 @@ async def store(job: WritebackJob, rt: Runtime) -> dict[str, Stored]:
             except PG_DOWN as exc:
                 await rt.report_pg_down(exc)
                 raise
+            await rt.report_pg_up()
         if Stored.BLOCKED in done.values():
             await _unserve(entry, rt, stored_in_redis=done.get("redis") == Stored.STORED)
     except UNREACHABLE as exc:

@@ -25,6 +25,8 @@ class Gateway:
     url: str
     # API key -> tenant, as the gateway was configured.
     keys: dict[str, str]
+    # DEJAVU_METRICS_KEY: opens /metrics and the detailed /healthz.
+    metrics_key: str
 
     @property
     def key_a(self) -> str:
@@ -40,7 +42,8 @@ def gateway(stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> Iter
     port = free_port()
     suffix = uuid.uuid4().hex[:8]
     keys = {f"key-a-{suffix}": f"gw-a-{suffix}", f"key-b-{suffix}": f"gw-b-{suffix}"}
-    env = {**os.environ, **stack.env(), "DEJAVU_GATEWAY_API_KEYS": json.dumps(keys)}
+    metrics_key = f"ops-{uuid.uuid4().hex}"
+    env = {**os.environ, **stack.env(), "DEJAVU_GATEWAY_API_KEYS": json.dumps(keys), "DEJAVU_METRICS_KEY": metrics_key}
     log_path = Path(tmp_path_factory.mktemp("gateway")) / "gateway.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
@@ -50,7 +53,7 @@ def gateway(stack: LocalStack, tmp_path_factory: pytest.TempPathFactory) -> Iter
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_healthy(url, proc, log_path)
-        yield Gateway(url, keys)
+        yield Gateway(url, keys, metrics_key)
     finally:
         proc.terminate()
         try:
@@ -95,9 +98,13 @@ def post(
             return exc.code, dict(exc.headers), exc.read()
 
 
-def get(gateway: Gateway, path: str) -> tuple[int, bytes]:
+def get(gateway: Gateway, path: str, anonymous: bool = False) -> tuple[int, bytes]:
+    """GET as the operator (with the metrics key), or `anonymous` as any caller."""
+    request = urllib.request.Request(f"{gateway.url}{path}")
+    if not anonymous:
+        request.add_header("Authorization", f"Bearer {gateway.metrics_key}")
     try:
-        with urllib.request.urlopen(f"{gateway.url}{path}", timeout=30) as resp:
+        with urllib.request.urlopen(request, timeout=30) as resp:
             return resp.status, resp.read()
     except urllib.error.HTTPError as exc:
         with exc:

@@ -15,7 +15,7 @@ from producer.client import Client
 from schemas.keys import LOOKUP_QUEUE, LOOKUP_TASK
 from schemas.messages import ErrorCode
 from schemas.taskwire import task_message
-from tests.fuzz_strategies import json_values, mutated_requests, valid_request
+from tests.fuzz_strategies import deeply_nested, json_values, mutated_requests, valid_request
 from tests.integration.conftest import Gateway, post
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -49,6 +49,7 @@ def test_junk_on_the_lookup_queue_is_dropped_and_the_worker_keeps_serving(
 
 gateway_bodies = (
     st.binary(max_size=300)
+    | deeply_nested
     | json_values.map(lambda v: json.dumps(v).encode())
     | mutated_requests(tenant=TENANT).map(lambda r: json.dumps(r).encode())
     | st.fixed_dictionaries(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -203,11 +204,24 @@ def test_unknown_route_is_a_json_404(gateway: Gateway) -> None:
     assert status == 404 and json.loads(body)["error"]["type"] == "not_found_error"
 
 
-def test_healthz_reports_each_part(gateway: Gateway) -> None:
+def test_healthz_reports_each_part_to_the_operator(gateway: Gateway) -> None:
     status, body = get(gateway, "/healthz")
     report = json.loads(body)
     assert status == 200 and report["status"] == "ok", report
     assert report["redis"]["ok"] and report["postgres"]["ok"] and report["workers"]["names"]
+
+
+@pytest.mark.parametrize("key", [None, "wrong-key", "tenant-key"])
+def test_healthz_tells_anyone_else_only_the_status(gateway: Gateway, key: str | None) -> None:
+    headers = {} if key is None else {"Authorization": f"Bearer {gateway.key_a if key == 'tenant-key' else key}"}
+    request = urllib.request.Request(f"{gateway.url}/healthz", headers=headers)
+    with urllib.request.urlopen(request, timeout=30) as resp:
+        assert json.loads(resp.read()) == {"status": "ok"}
+
+
+def test_metrics_need_the_metrics_key(gateway: Gateway) -> None:
+    status, body = get(gateway, "/metrics", anonymous=True)
+    assert status == 401 and json.loads(body)["error"]["type"] == "authentication_error"
 
 
 def test_metrics_count_hits_misses_and_errors(gateway: Gateway, rdb: redis.Redis) -> None:
@@ -227,3 +241,10 @@ def test_metrics_count_hits_misses_and_errors(gateway: Gateway, rdb: redis.Redis
         'dejavu_gateway_request_seconds_bucket{endpoint="/v1/chat/completions",le="0.005",outcome="exact"}',
     ]:
         assert any(row.startswith(line) for row in text.splitlines()), line
+
+
+@pytest.mark.parametrize("opening, closing", [("[", "]"), ('{"a":', "}")])
+def test_a_body_nested_5000_deep_is_a_400(gateway: Gateway, opening: str, closing: str) -> None:
+    body = (opening * 5000 + "1" + closing * 5000).encode()
+    status, _, payload = post(gateway, "/v1/chat/completions", body, gateway.key_a)
+    assert status == 400 and json.loads(payload)["error"]["code"] == "invalid_json"
