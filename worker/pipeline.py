@@ -11,7 +11,9 @@ storing answers never delays the caller.
 
 from __future__ import annotations
 
+import functools
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -31,6 +33,7 @@ from schemas.messages import (
 )
 from worker import guards
 from worker.errors import REDIS_DOWN, UNREACHABLE, DeadlineExceeded, ReplyableError
+from worker.refusal import GUARD, NOT_SIMILAR, VERIFIER, decide
 from worker.runtime import Runtime
 from worker.tiers import Candidate
 from worker.verifier import Verifier
@@ -180,33 +183,53 @@ def _context(rt: Runtime) -> dict[str, object]:
 
 
 def _accept(question: str, hit: Candidate | None, threshold: float, rt: Runtime) -> bool:
-    """A neighbour is served only above the threshold and when neither the guards nor the verifier object."""
-    if hit is None or hit.similarity < threshold:
+    """A neighbour is served only when the refusal rule (worker.refusal) finds nothing against it."""
+    if hit is None:
         return False
-    reason = refusal(question, hit.question, hit.similarity, rt.settings.guards, rt.profile.verifier)
-    if reason is not None:
+    reason = refusal(question, hit.question, hit.similarity, rt.settings.guards, rt.profile.verifier, threshold)
+    if reason is not None and reason != NOT_SIMILAR_REASON:
         log.info("%s refused entry %s (similarity %.3f)", reason, hit.entry_id, hit.similarity)
-        return False
-    return True
+    return reason is None
+
+
+NOT_SIMILAR_REASON = "below threshold"
 
 
 def refusal(
-    question: str, candidate: str, similarity: float, use_guards: bool, verifier: Verifier | None
+    question: str,
+    candidate: str,
+    similarity: float,
+    use_guards: bool,
+    verifier: Verifier | None,
+    threshold: float = -math.inf,
 ) -> str | None:
-    """Why a neighbour at or above the threshold must not be served ("guard: negation", "verifier"), or None.
+    """Why a neighbour must not be served ("below threshold", "guard: negation", "verifier"), or None.
 
-    worker/tools/sweep.py applies the same rule to whole arrays; keep the two in step.
+    worker.refusal.decide for one neighbour; the questions are parsed only if the rule gets to the guards.
+    The default threshold is for callers that compared the cosine already.
     """
-    if similarity >= 1.0:  # the same vector: a case or spacing twin of the stored question
-        return None
-    q, c = guards.parse(question), guards.parse(candidate)
-    if use_guards:
-        verdict = guards.verdict(q, c)
-        if not verdict.ok:
-            return f"guard: {verdict.reason}"
-    if verifier is not None and verifier.score(q, c, similarity) < verifier.threshold:
-        return "verifier"
-    return None
+    parsed = functools.cache(lambda: (guards.parse(question), guards.parse(candidate)))
+    verdict = functools.cache(lambda: guards.verdict(*parsed()))
+
+    def guards_ok(_: npt.NDArray[np.intp]) -> npt.NDArray[np.bool_]:
+        return np.array([verdict().ok])
+
+    def scores(_: npt.NDArray[np.intp]) -> npt.NDArray[np.float64]:
+        assert verifier is not None
+        return np.array([verifier.score(*parsed(), similarity)])
+
+    code = decide(
+        np.array([similarity]),
+        threshold,
+        guards_ok if use_guards else None,
+        scores if verifier is not None else None,
+        verifier.threshold if verifier is not None else 0.0,
+    )[0]
+    if code == NOT_SIMILAR:
+        return NOT_SIMILAR_REASON
+    if code == GUARD:
+        return f"guard: {verdict().reason}"
+    return "verifier" if code == VERIFIER else None
 
 
 async def _pg_lookup(rt: Runtime, scope_id: str, vector: npt.NDArray[np.float32]) -> Candidate | None:

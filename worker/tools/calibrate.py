@@ -24,7 +24,7 @@ from threadpoolctl import threadpool_limits
 from worker.embed import Embedder
 from worker.settings import ProfileConfig, Settings
 from worker.tools.pairs import Pair, held_out
-from worker.tools.sweep import Asks, Curve, curve, embed_texts, pairs_asks
+from worker.tools.sweep import Asks, Curve, curve, embed_texts, pairs_asks, verifier_decides
 from worker.verifier import FEATURES, Network, Verifier
 
 Floats = np.ndarray[Any, np.dtype[np.float64]]
@@ -135,8 +135,7 @@ def calibrate_asks(asks: Asks, held: np.ndarray[Any, np.dtype[np.bool_]], target
         i = _reach(c, target_precision)
         t = c.cut(i)
         return Result(ProfileConfig(threshold_redis=t, threshold_pgvector=t), c, i, len(asks.questions), 0)
-    region = (asks.similarity >= min_similarity) & (asks.similarity < 1.0) & ~asks.exact & asks.guard_ok
-    fit = ~held & region
+    fit = ~held & verifier_decides(asks, min_similarity, use_guards)
     if fit.sum() < MIN_FIT_PAIRS or asks.right[fit].sum() < MIN_FIT_PAIRS // 4:
         raise CalibrationError(
             f"only {int(fit.sum())} pairs (of which {int(asks.right[fit].sum())} same-question) at cosine >= "

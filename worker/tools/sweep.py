@@ -2,15 +2,14 @@
 
 The real path (worker/tools/evaluate.py) answers "hit or miss at the configured thresholds" for one setting per
 run. To draw curves and to calibrate, each ask's nearest stored question, cosine, guard verdict and verifier
-score are computed once with the same embedder, guards and verifier, and the serving rule of
-`worker.pipeline.refusal` is applied here to whole arrays: exact tier first; then cosine at or above the
-tier's threshold; similarity 1.0 is served as is; otherwise the guards and then the verifier must agree.
-`tests/integration/test_eval.py` checks that this agrees with the real path ask by ask.
+score are computed once with the same embedder, guards and verifier, and the workers' refusal rule
+(`worker.refusal.decide`) is applied to whole arrays. `tests/integration/test_eval.py` checks that this agrees
+with the real path ask by ask.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -20,6 +19,7 @@ import numpy.typing as npt
 from schemas.cache import normalize_question
 from worker import guards
 from worker.embed import Embedder
+from worker.refusal import SERVED, VERIFIER, Codes, Rows, decide
 from worker.tools.pairs import Counts, Pair, components, count
 from worker.verifier import Verifier, features
 
@@ -112,17 +112,34 @@ def replay_asks(pairs: Sequence[Pair], vectors: dict[str, npt.NDArray[np.float32
     return _asks(asked, candidates, sims, right, answerable)
 
 
-def scores(asks: Asks, verifier: Verifier | None) -> Floats:
-    """The verifier's probability per ask (1.0 everywhere without a verifier: it then refuses nothing)."""
-    return np.ones(len(asks.questions)) if verifier is None else verifier.probabilities(asks.features)
+def decisions(asks: Asks, threshold: float, use_guards: bool, scores: Callable[[Rows], Floats] | None,
+              verifier_threshold: float = 0.0) -> Codes:  # fmt: skip
+    """worker.refusal.decide on every ask; `scores` gives the verifier's probabilities for rows (None: no verifier)."""
+
+    def guards_ok(rows: Rows) -> Bools:
+        return asks.guard_ok[rows]
+
+    return decide(asks.similarity, threshold, guards_ok if use_guards else None, scores, verifier_threshold, asks.exact)
+
+
+def verifier_scores(asks: Asks, verifier: Verifier) -> Callable[[Rows], Floats]:
+    return lambda rows: verifier.probabilities(asks.features[rows])
 
 
 def served(asks: Asks, threshold: float, use_guards: bool, verifier: Verifier | None) -> Bools:
-    """The serving rule of worker.pipeline, on arrays."""
-    similar = asks.similarity >= threshold
-    same = asks.similarity >= 1.0
-    passes = (asks.guard_ok | (not use_guards)) & (scores(asks, verifier) >= (verifier.threshold if verifier else 0))
-    result: Bools = asks.exact | (similar & (same | passes))
+    """What the lookup path serves at these thresholds, ask by ask."""
+    if verifier is None:
+        codes = decisions(asks, threshold, use_guards, None)
+    else:
+        codes = decisions(asks, threshold, use_guards, verifier_scores(asks, verifier), verifier.threshold)
+    result: Bools = codes == SERVED
+    return result
+
+
+def verifier_decides(asks: Asks, threshold: float, use_guards: bool) -> Bools:
+    """The asks whose fate a verifier decides (what it is fitted on and swept over): those a verifier that
+    refuses everything refuses."""
+    result: Bools = decisions(asks, threshold, use_guards, lambda rows: np.zeros(len(rows)), 1.0) == VERIFIER
     return result
 
 
@@ -162,24 +179,25 @@ def curve(asks: Asks, sweep: Literal["cosine", "verifier"], use_guards: bool, ve
 
     Thresholds run from high to low; the point at index i serves everything scoring at or above thresholds[i].
     """
-    if sweep == "verifier" and verifier is None:
-        raise ValueError("a verifier sweep needs a verifier")
-    same = asks.similarity >= 1.0
+    # Served at every threshold of the sweep, and served at some: the rule at either end of it.
     if sweep == "cosine":
-        value = asks.similarity
-        always = asks.exact
-        eligible = ~always & (same | asks.guard_ok | (not use_guards))
+        always = decisions(asks, np.inf, use_guards, None) == SERVED
+        eligible = np.flatnonzero((decisions(asks, -np.inf, use_guards, None) == SERVED) & ~always)
+        value = asks.similarity[eligible]
     else:
-        value = scores(asks, verifier)
-        always = asks.exact | (same & (asks.similarity >= min_similarity))
-        eligible = ~always & (asks.similarity >= min_similarity) & (asks.guard_ok | (not use_guards))
-    order = np.flatnonzero(eligible)[np.argsort(-value[eligible], kind="stable")]
+        if verifier is None:
+            raise ValueError("a verifier sweep needs a verifier")
+        decided = verifier_decides(asks, min_similarity, use_guards)
+        always = (decisions(asks, min_similarity, use_guards, None) == SERVED) & ~decided
+        eligible = np.flatnonzero(decided)
+        value = verifier_scores(asks, verifier)(eligible)
+    ranked = np.argsort(-value, kind="stable")
+    order, vals = eligible[ranked], value[ranked]
     right = asks.right[order]
     base_right, base_hits = int((always & asks.right).sum()), int(always.sum())
     right_hits = base_right + np.cumsum(right)
     hits = base_hits + np.arange(1, len(order) + 1)
     # Only cut between different values: a threshold serves all ties.
-    vals = value[order]
     last_of_tie = np.r_[vals[1:] != vals[:-1], True] if len(vals) else np.zeros(0, dtype=bool)
     n, answerable = len(asks.questions), max(int(asks.answerable.sum()), 1)
     return Curve(

@@ -1,0 +1,61 @@
+"""The refusal rule: whether a neighbour found in a tier is served, and if not, why.
+
+One function for every caller: the lookup path asks it about one neighbour (worker.pipeline.refusal), the
+offline tools about thousands of asks at once (worker/tools/sweep.py, worker/tools/calibrate.py), so what
+`dejavu eval` and `dejavu calibrate` measure is the rule the workers apply. The first step that applies decides:
+
+    1. the exact tier answered (the same normalized question): served;
+    2. cosine below the tier's threshold: not similar enough;
+    3. cosine 1.0, the same vector (a case or spacing twin of the stored question): served as is;
+    4. a guard objects (worker/guards.py): refused;
+    5. the verifier's probability is below its threshold (worker/verifier.py): refused;
+    6. otherwise served.
+
+The guards and the verifier cost a parse and a feature vector per pair: they are asked only about the rows that
+reach them, so a neighbour below the threshold is never parsed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import numpy.typing as npt
+
+Rows = npt.NDArray[np.intp]
+Bools = npt.NDArray[np.bool_]
+Floats = npt.NDArray[np.float64]
+Codes = npt.NDArray[np.int8]
+
+# The verdict per row.
+SERVED, NOT_SIMILAR, GUARD, VERIFIER = 0, 1, 2, 3
+
+
+def decide(
+    similarity: Floats,
+    threshold: float,
+    guards_ok: Callable[[Rows], Bools] | None,
+    scores: Callable[[Rows], Floats] | None,
+    verifier_threshold: float = 0.0,
+    exact: Bools | None = None,
+) -> Codes:
+    """SERVED, NOT_SIMILAR, GUARD or VERIFIER per row.
+
+    `guards_ok(rows)` says whether the guards let each of those rows through and `scores(rows)` gives the
+    verifier's probability for them; either is None when that check is off. `exact` marks the rows the exact
+    tier answers (offline only: on the lookup path the exact tier returns before any neighbour is looked at).
+    """
+    sim = np.asarray(similarity, dtype=np.float64)
+    out = np.where(sim >= threshold, SERVED, NOT_SIMILAR).astype(np.int8)
+    checked = (out == SERVED) & (sim < 1.0)
+    if exact is not None:
+        out[exact] = SERVED
+        checked &= ~exact
+    rows = np.flatnonzero(checked)
+    if guards_ok is not None and len(rows):
+        refused = ~guards_ok(rows)
+        out[rows[refused]] = GUARD
+        rows = rows[~refused]
+    if scores is not None and len(rows):
+        out[rows[scores(rows) < verifier_threshold]] = VERIFIER
+    return out
