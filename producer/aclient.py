@@ -8,6 +8,7 @@ to be shared by every task: its pools and its inbox are safe for that.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import Unpack, cast
 
@@ -35,7 +36,7 @@ from producer.inbox import ReplyInbox
 from producer.lua import ENQUEUE_BOUNDED
 from producer.settings import ProducerSettings, get_settings
 from schemas.keys import LOOKUP_QUEUE, WRITEBACK_QUEUE, reply_key
-from schemas.messages import ChatReply, ChatRequest, ForgetReply
+from schemas.messages import ChatReply, ChatRequest, ForgetReply, ReplyEvent
 from schemas.requests import RequestOptions
 from schemas.taskwire import ping
 
@@ -97,6 +98,36 @@ class AsyncClient(RequestBuilder):
                     return await reply
             except TimeoutError:
                 raise await self._timed_out(rid, wait_s, LOOKUP_QUEUE) from None
+        finally:
+            self.inbox.discard(rid)
+
+    async def ask_stream(
+        self, question: str | None = None, **options: Unpack[RequestOptions]
+    ) -> AsyncIterator[ReplyEvent]:
+        """Ask with the answer streamed: a miss yields ChatDeltas as the LLM writes them, then the ChatReply (the
+        whole answer, or an error if the stream broke); a hit yields its ChatReply alone."""
+        options["stream"] = True
+        request = self.request(question, **options)
+        async for event in self.stream_request(request):
+            yield event
+
+    async def stream_request(self, request: ChatRequest) -> AsyncIterator[ReplyEvent]:
+        """Send an already built request (`stream` set) and yield its events as they come to the inbox."""
+        rid = request.request_id
+        request = request.model_copy(update={"reply_to": self.inbox.key})
+        events = self.inbox.expect_stream(rid)
+        try:
+            await self.send(request)
+            while True:
+                wait_s = reply_wait_s(request)
+                try:
+                    async with asyncio.timeout(wait_s):
+                        event = await events.get()
+                except TimeoutError:
+                    raise await self._timed_out(rid, wait_s, LOOKUP_QUEUE) from None
+                yield event
+                if isinstance(event, ChatReply):
+                    return
         finally:
             self.inbox.discard(rid)
 

@@ -8,21 +8,26 @@ This module is the one `dejavu` command: it lists the subcommands of every insta
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import sys
 import time
 from collections.abc import Callable
 from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any
 
 from kombu.exceptions import OperationalError
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
+from producer import report
 from producer.base import ForgetCall, Overloaded, ReplyTimeout
 from producer.client import Client
 from producer.settings import get_settings
 from schemas.cli import EPILOG, EXIT_ERROR_REPLY, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE, Command, fail
-from schemas.messages import ForgetReply
+from schemas.messages import ChatReply, ForgetReply
+from schemas.requests import RequestOptions
 
 UNREACHABLE = (RedisError, OSError, OperationalError)
 ENTRY_POINTS = "dejavu.commands"
@@ -39,16 +44,39 @@ def _ask_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="LLM model, part of the cache scope (default: DEJAVU_LLM_MODEL)")
     p.add_argument("--system", help="system prompt, part of the cache scope")
     p.add_argument("--timeout", type=float, help="seconds to wait for the answer (default: DEJAVU_DEFAULT_TIMEOUT_S)")
+    p.add_argument("--param", action="append", type=_param, default=[], metavar="NAME=VALUE",
+                   help="an OpenAI request field, forwarded to the LLM and part of the cache scope; VALUE is JSON "
+                        "if it parses (temperature=0.7, stop='[\"\\n\"]', tools=@tools.json reads a file), else text; "
+                        "repeat for more")  # fmt: skip
+    p.add_argument("--no-cache", action="store_true", help="skip the lookup: ask the LLM (and store its answer)")
+    p.add_argument("--no-store", action="store_true", help="serve from the cache, but store nothing new")
+    p.add_argument("--max-age", type=int, metavar="S", help="serve only entries stored at most S seconds ago")
+    p.add_argument("--stream", action="store_true", help="print a miss's answer as the LLM writes it")
     p.add_argument("--json", action="store_true", help="print the whole reply as JSON, with latency_ms")
+
+
+def _param(text: str) -> tuple[str, Any]:
+    name, sep, raw = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, not {text!r}")
+    if raw.startswith("@"):
+        raw = Path(raw[1:]).read_text(encoding="utf-8")
+    try:
+        return name, json.loads(raw)
+    except ValueError:
+        return name, raw
 
 
 def run_ask(args: argparse.Namespace) -> int:
     client = Client(get_settings())
     try:
         start = time.perf_counter()
-        reply = client.ask(
-            args.question, tenant=args.tenant, model=args.model, system=args.system, timeout=args.timeout
-        )
+        options: RequestOptions = {
+            "tenant": args.tenant, "model": args.model, "system": args.system, "timeout": args.timeout,
+            "params": dict(args.param),
+            "cache": {"no_cache": args.no_cache, "no_store": args.no_store, "max_age_s": args.max_age},
+        }  # fmt: skip
+        reply = _streamed(client, args.question, options) if args.stream else client.ask(args.question, **options)
         latency_ms = (time.perf_counter() - start) * 1000
     except (ValidationError, ValueError) as exc:
         return fail(f"invalid request: {exc}", EXIT_USAGE)
@@ -62,7 +90,10 @@ def run_ask(args: argparse.Namespace) -> int:
         print(json.dumps({**reply.model_dump(mode="json", exclude_none=True), "latency_ms": round(latency_ms, 2)}))
     elif reply.ok:
         # The answer alone on stdout, so `$(dejavu ask ...)` captures just the answer.
-        print(reply.answer)
+        if not args.stream or reply.tier != "llm":
+            print(reply.answer or "")
+        for call in reply.tool_calls or ():
+            print(f"tool call {call.id}: {call.function.name}({call.function.arguments})")
         similarity = "-" if reply.similarity is None else f"{reply.similarity:.4f}"
         print(f"tier={reply.tier} similarity={similarity} latency={latency_ms:.1f}ms entry={reply.entry_id}",
               file=sys.stderr)  # fmt: skip
@@ -71,6 +102,17 @@ def run_ask(args: argparse.Namespace) -> int:
             print(f"error {reply.error.code}: {reply.error.message}", file=sys.stderr)
         return EXIT_ERROR_REPLY
     return EXIT_OK
+
+
+def _streamed(client: Client, question: str, options: RequestOptions) -> ChatReply:
+    """Print a miss's text deltas as they come; return the final reply."""
+    for event in client.ask_stream(question, **options):
+        if isinstance(event, ChatReply):
+            if event.tier == "llm":
+                print(flush=True)
+            return event
+        print(event.delta.get("content") or "", end="", flush=True)
+    raise AssertionError("unreachable: a stream ends with its reply")
 
 
 # --- forget, feedback ---
@@ -148,6 +190,38 @@ def _removal_text(target: str, reply: ForgetReply, bad: bool) -> str:
     return text + (f"; {reply.blocked} question/answer pair(s) blocklisted" if bad else "")
 
 
+# --- report ---
+
+
+def _report_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tenant", help="only this tenant (default: every tenant)")
+    p.add_argument("--since", default="7d", help="the last N days, today included, in UTC (default: %(default)s)")
+    p.add_argument("--json", action="store_true", help="print the counts as JSON")
+
+
+def run_report(args: argparse.Namespace) -> int:
+    settings = get_settings()
+    try:
+        first = report.days_since(args.since, dt.datetime.now(dt.UTC).date())
+        prices = report.read_prices(settings.prices_file)
+    except ValueError as exc:
+        return fail(str(exc), EXIT_USAGE)
+    client = Client(settings)
+    try:
+        usage = report.collect(client.redis, args.tenant, first)
+    except UNREACHABLE as exc:
+        return fail(f"cannot reach Redis at DEJAVU_REDIS_URL: {exc}", EXIT_UNAVAILABLE)
+    finally:
+        client.close()
+    if args.json:
+        print(json.dumps({u.tenant: dict(u.counts) for u in usage}))
+    elif not usage:
+        print(f"no requests counted since {first.isoformat()}" + (f" for tenant {args.tenant}" if args.tenant else ""))
+    else:
+        print(f"since {first.isoformat()} (UTC)\n{report.table(usage, prices)}")
+    return EXIT_OK
+
+
 COMMANDS: dict[str, Command] = {
     "ask": Command(
         "ask a question and print the answer with its tier, similarity and latency", _ask_arguments, run_ask
@@ -162,6 +236,11 @@ COMMANDS: dict[str, Command] = {
         "(exit 1 when no such entry is stored)",
         _feedback_arguments,
         run_feedback,
+    ),
+    "report": Command(
+        "per tenant: requests, hit rate per tier, LLM calls avoided, tokens (and, with DEJAVU_PRICES_FILE, cost) saved",
+        _report_arguments,
+        run_report,
     ),
 }
 

@@ -7,6 +7,7 @@ Safe to share across threads: Celery's producer pool and redis-py's connection p
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from typing import Unpack, cast
 
 import redis
@@ -32,7 +33,7 @@ from producer.base import (
 from producer.lua import ENQUEUE_BOUNDED
 from producer.settings import ProducerSettings, get_settings
 from schemas.keys import LOOKUP_QUEUE, WRITEBACK_QUEUE, reply_key
-from schemas.messages import ChatReply, ChatRequest, ForgetReply
+from schemas.messages import ChatReply, ChatRequest, ForgetReply, ReplyEvent, parse_reply_event
 from schemas.requests import RequestOptions
 from schemas.taskwire import ping
 
@@ -80,6 +81,18 @@ class Client(RequestBuilder):
         request = self.request(question, **options)
         self.send(request)
         return self.get_reply(request.request_id, reply_wait_s(request))
+
+    def ask_stream(self, question: str | None = None, **options: Unpack[RequestOptions]) -> Iterator[ReplyEvent]:
+        """Ask with the answer streamed: a miss yields ChatDeltas as the LLM writes them, then the ChatReply (the
+        whole answer, or an error if the stream broke); a hit yields its ChatReply alone."""
+        options["stream"] = True
+        request = self.request(question, **options)
+        self.send(request)
+        while True:
+            event = parse_reply_event(self._pop(request.request_id, reply_wait_s(request), LOOKUP_QUEUE))
+            yield event
+            if isinstance(event, ChatReply):
+                return
 
     def forget(self, entry_id: str | None = None, **options: Unpack[ForgetOptions]) -> ForgetReply:
         """Remove entries from every tier and wait for the counts: one entry id (only of `tenant`, if given), the

@@ -30,19 +30,23 @@ from redis.exceptions import RedisError
 from producer.aclient import AsyncClient
 from producer.base import Overloaded, ReplyTimeout
 from producer.metrics import GatewayMetrics
-from producer.openai_compat import CompletionBody, completion, completion_chunks
+from producer.openai_compat import Chunks, CompletionBody, completion
 from producer.settings import ProducerSettings, get_settings
 from schemas import messages
+from schemas.cache import Scope, entry_id, question_hash
 from schemas.health import health, queue_depths
 from schemas.keys import LOOKUP_QUEUE, PG_DOWN_KEY
 from schemas.messages import (
     ENTRY_ID_PATTERN,
     MAX_REASON_CHARS,
+    CacheControl,
+    ChatDelta,
     ChatMessage,
     ChatReply,
     ChatRequest,
     ErrorCode,
     ForgetReply,
+    Tier,
 )
 
 log = logging.getLogger(__name__)
@@ -52,6 +56,8 @@ CLIENT = web.AppKey("client", AsyncClient)
 METRICS = web.AppKey("metrics", GatewayMetrics)
 
 TIER_HEADER = "x-dejavu-tier"
+# On a hit: the tokens the LLM spent on the answer when it made it, which serving it from the cache saved.
+SAVED_HEADER = "x-dejavu-saved-tokens"
 # The OpenAI endpoint's body has no deadline field: callers set one with a header (seconds, or Unix time).
 TIMEOUT_HEADER = "x-dejavu-timeout"
 DEADLINE_HEADER = "x-dejavu-deadline"
@@ -77,10 +83,11 @@ class GatewayError(Exception):
         super().__init__(message)
         self.status, self.code, self.message, self.body, self.headers = status, code, message, body, headers
 
+    def payload(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": error_type(self.status), "param": None, "code": self.code}}
+
     def response(self) -> web.Response:
-        text = self.body or json.dumps(
-            {"error": {"message": self.message, "type": error_type(self.status), "code": self.code}}
-        )
+        text = self.body or json.dumps(self.payload())
         return web.Response(status=self.status, text=text, content_type="application/json", headers=self.headers)
 
 
@@ -103,6 +110,9 @@ class AskBody(BaseModel):
     system: str | None = None
     timeout: float | None = Field(default=None, gt=0)
     deadline: float | None = None
+    # OpenAI generation fields and extensions by name (forwarded, part of the scope), and cache control.
+    params: dict[str, Any] | None = None
+    cache: CacheControl | None = None
 
     @model_validator(mode="after")
     def _one_question(self) -> AskBody:
@@ -192,13 +202,14 @@ async def read_json(request: web.Request) -> Any:
 
 
 M = TypeVar("M", bound=BaseModel)
+T = TypeVar("T")
 
 
 def parse(model: type[M], data: Any) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise GatewayError(422, "invalid_request", describe(exc)) from None
+        raise GatewayError(400, "invalid_request", describe(exc)) from None
 
 
 def describe(exc: ValidationError) -> str:
@@ -219,7 +230,7 @@ def header_deadline(request: web.Request) -> tuple[float | None, float | None]:
         try:
             values.append(None if raw is None else float(raw))
         except ValueError:
-            raise GatewayError(422, "invalid_request", f"header {name} must be a number, not {raw!r}") from None
+            raise GatewayError(400, "invalid_request", f"header {name} must be a number, not {raw!r}") from None
     return values[0], values[1]
 
 
@@ -228,15 +239,15 @@ def build(client: AsyncClient, tenant: str, **fields: Any) -> ChatRequest:
     try:
         return client.request(tenant=tenant, **fields)
     except ValidationError as exc:
-        raise GatewayError(422, "invalid_request", describe(exc)) from None
+        raise GatewayError(400, "invalid_request", describe(exc)) from None
     except ValueError as exc:
-        raise GatewayError(422, "invalid_request", str(exc)) from None
+        raise GatewayError(400, "invalid_request", str(exc)) from None
 
 
 async def answer(request: web.Request, chat: ChatRequest) -> ChatReply:
     reply = await queued(request.app[CLIENT].ask_request(chat))
     if reply.ok:
-        request.app[METRICS].answered(reply)
+        request.app[METRICS].answered(reply, chat.tenant)
     return reply
 
 
@@ -267,6 +278,8 @@ def cache_headers(reply: ChatReply) -> dict[str, str]:
         headers["x-dejavu-similarity"] = f"{reply.similarity:.6f}"
     if reply.entry_id is not None:
         headers["x-dejavu-entry"] = reply.entry_id
+    if reply.saved is not None:
+        headers[SAVED_HEADER] = str(reply.saved.total_tokens)
     return headers
 
 
@@ -278,21 +291,93 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     body = parse(CompletionBody, await read_json(request))
     timeout, deadline = header_deadline(request)
     client = request.app[CLIENT]
-    chat = build(client, tenant, messages=body.chat_messages(), model=body.model, timeout=timeout, deadline=deadline)
-    reply = await answer(request, chat)
-    if not reply.ok:
-        raise failed(reply)
-    headers = cache_headers(reply)
+    chat = build(
+        client, tenant, messages=guarded(body.chat_messages), model=body.model, timeout=timeout, deadline=deadline,
+        params=body.params(), stream=body.stream, cache=cache_control(request),
+    )  # fmt: skip
     if not body.stream:
-        return web.json_response(completion(chat, reply), headers=headers)
-    # The answer is complete before the first byte goes out: it is sent as one delta and the finish.
+        reply = await answer(request, chat)
+        if not reply.ok:
+            raise failed(reply)
+        return web.json_response(completion(chat, reply), headers=cache_headers(reply))
+    return await stream_completion(request, chat, Chunks(chat, body.include_usage))
+
+
+async def stream_completion(request: web.Request, chat: ChatRequest, chunks: Chunks) -> web.StreamResponse:
+    """A hit, or an error before anything was sent, is answered whole; a miss is relayed delta by delta while the
+    LLM writes it. A stream that breaks after it began ends with an error event, which OpenAI's SDKs raise."""
+    events = request.app[CLIENT].stream_request(chat)
+    first = await queued(anext(events))
+    if isinstance(first, ChatReply):
+        if not first.ok:
+            raise failed(first)
+        request.app[METRICS].answered(first, chat.tenant)
+        stream = await open_stream(request, cache_headers(first))
+        for chunk in chunks.whole(first):
+            await send_event(stream, chunk)
+        return await close_stream(stream)
+    # The entry the answer will be stored as is known before the answer: it names the scope and the question.
+    scope = Scope.of(chat, request.app[SETTINGS].scope_includes_history)
+    headers = {"x-dejavu-request-id": chat.request_id, TIER_HEADER: Tier.LLM.value,
+               "x-dejavu-entry": entry_id(scope, question_hash(chat.question))}  # fmt: skip
+    stream = await open_stream(request, headers)
+    await send_event(stream, chunks.start())
+    await send_event(stream, chunks.delta(first))
+    try:
+        async for event in events:
+            if isinstance(event, ChatDelta):
+                await send_event(stream, chunks.delta(event))
+            elif event.ok:
+                request.app[METRICS].answered(event, chat.tenant)
+                for chunk in chunks.end(event):
+                    await send_event(stream, chunk)
+            else:
+                await send_event(stream, failed(event).payload())
+    except GatewayError as exc:
+        await send_event(stream, exc.payload())
+    except (ReplyTimeout, RedisError, OSError, OperationalError) as exc:
+        await send_event(stream, GatewayError(504, "timeout", f"the stream broke off: {exc}").payload())
+    return await close_stream(stream)
+
+
+async def open_stream(request: web.Request, headers: dict[str, str]) -> web.StreamResponse:
     stream = web.StreamResponse(headers={**headers, "Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
     await stream.prepare(request)
-    for chunk in completion_chunks(chat, reply):
-        await stream.write(f"data: {json.dumps(chunk)}\n\n".encode())
+    return stream
+
+
+async def send_event(stream: web.StreamResponse, data: dict[str, Any]) -> None:
+    await stream.write(f"data: {json.dumps(data)}\n\n".encode())
+
+
+async def close_stream(stream: web.StreamResponse) -> web.StreamResponse:
     await stream.write(b"data: [DONE]\n\n")
     await stream.write_eof()
     return stream
+
+
+def cache_control(request: web.Request) -> CacheControl:
+    """The Cache-Control request header's no-cache, no-store and max-age=N; other directives are ignored."""
+    fields: dict[str, Any] = {}
+    for directive in request.headers.get("Cache-Control", "").lower().split(","):
+        name, _, value = directive.strip().partition("=")
+        if name in ("no-cache", "no-store"):
+            fields[name.replace("-", "_")] = True
+        elif name == "max-age":
+            if not value.strip().isdigit():
+                raise GatewayError(
+                    400, "invalid_request", f"Cache-Control max-age must be whole seconds, not {value!r}"
+                )
+            fields["max_age_s"] = int(value)
+    return CacheControl(**fields)
+
+
+def guarded(make: Callable[[], T]) -> T:
+    """A body conversion that raises ValueError for what the cache cannot honour, as a 400."""
+    try:
+        return make()
+    except ValueError as exc:
+        raise GatewayError(400, "invalid_request", str(exc)) from None
 
 
 async def ask(request: web.Request) -> web.Response:

@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from redis.exceptions import RedisError
 
 from schemas.keys import reply_key
-from schemas.messages import ChatReply
+from schemas.messages import ChatReply, ReplyEvent, parse_reply_event
 
 log = logging.getLogger(__name__)
 
@@ -40,19 +40,32 @@ class ReplyInbox:
         self.redis = redis.client()
         self.key = reply_key(f"inbox-{uuid.uuid4().hex}")
         self._waiting: dict[str, asyncio.Future[ChatReply]] = {}
+        # Streamed asks: every event (deltas, then the reply) in order.
+        self._streams: dict[str, asyncio.Queue[ReplyEvent]] = {}
         self._listener: asyncio.Task[None] | None = None
 
     def expect(self, request_id: str) -> asyncio.Future[ChatReply]:
         """Register before sending: the reply can be popped while the send is still being awaited."""
         future = asyncio.get_running_loop().create_future()
         self._waiting[request_id] = future
+        self._start()
+        return future
+
+    def expect_stream(self, request_id: str) -> asyncio.Queue[ReplyEvent]:
+        """Like `expect`, for a streamed ask: its deltas and then its reply arrive on the queue."""
+        queue: asyncio.Queue[ReplyEvent] = asyncio.Queue()
+        self._streams[request_id] = queue
+        self._start()
+        return queue
+
+    def _start(self) -> None:
         if self._listener is None or self._listener.done():
             self._listener = asyncio.create_task(self._listen(), name=f"dejavu reply inbox {self.key}")
-        return future
 
     def discard(self, request_id: str) -> None:
         """Stop waiting: a reply that comes later is dropped."""
         self._waiting.pop(request_id, None)
+        self._streams.pop(request_id, None)
 
     async def _listen(self) -> None:
         while True:
@@ -64,7 +77,7 @@ class ReplyInbox:
                 await asyncio.sleep(RETRY_S)
                 continue
             if popped is None:
-                if not self._waiting:
+                if not self._waiting and not self._streams:
                     return
                 continue
             for raw in cast("list[bytes]", popped[1]):
@@ -74,13 +87,17 @@ class ReplyInbox:
 
     def _deliver(self, raw: bytes) -> None:
         try:
-            reply = ChatReply.model_validate_json(raw)
+            event = parse_reply_event(raw)
         except ValidationError as exc:
             log.error("reply inbox %s: dropped a reply that does not validate: %s", self.key, exc)
             return
-        future = self._waiting.pop(reply.request_id, None)
-        if future is not None and not future.done():
-            future.set_result(reply)
+        stream = self._streams.get(event.request_id)
+        if stream is not None:
+            stream.put_nowait(event)
+            return
+        future = self._waiting.pop(event.request_id, None)
+        if isinstance(event, ChatReply) and future is not None and not future.done():
+            future.set_result(event)
 
     async def aclose(self) -> None:
         if self._listener is not None:

@@ -31,11 +31,38 @@ class GatewayMetrics:
             registry=self.registry,
         )
 
-    def answered(self, reply: ChatReply) -> None:
+        # What the cache saved, per tenant: LLM calls made and avoided, tokens spent and saved.
+        self.llm_calls = Counter(
+            "dejavu_llm_calls", "Requests the LLM answered, by tenant", ["tenant"], registry=self.registry
+        )
+        self.llm_calls_avoided = Counter(
+            "dejavu_llm_calls_avoided", "Requests a cache tier (or a coalesced call) answered instead of the LLM",
+            ["tenant", "tier"], registry=self.registry,
+        )  # fmt: skip
+        self.tokens_spent = Counter(
+            "dejavu_tokens_spent", "LLM tokens spent, by tenant and kind (prompt, completion)", ["tenant", "kind"],
+            registry=self.registry,
+        )  # fmt: skip
+        self.tokens_saved = Counter(
+            "dejavu_tokens_saved", "LLM tokens a cached answer saved, by tenant, tier and kind (prompt, completion)",
+            ["tenant", "tier", "kind"], registry=self.registry,
+        )  # fmt: skip
+
+    def answered(self, reply: ChatReply, tenant: str) -> None:
+        if reply.tier is None:
+            return
         if reply.tier == Tier.LLM:
             self.misses.inc()
-        elif reply.tier is not None:
-            self.hits.labels(reply.tier.value).inc()
+            self.llm_calls.labels(tenant).inc()
+            if reply.usage is not None:
+                self.tokens_spent.labels(tenant, "prompt").inc(reply.usage.prompt_tokens)
+                self.tokens_spent.labels(tenant, "completion").inc(reply.usage.completion_tokens)
+            return
+        self.hits.labels(reply.tier.value).inc()
+        self.llm_calls_avoided.labels(tenant, reply.tier.value).inc()
+        if reply.saved is not None:
+            self.tokens_saved.labels(tenant, reply.tier.value, "prompt").inc(reply.saved.prompt_tokens)
+            self.tokens_saved.labels(tenant, reply.tier.value, "completion").inc(reply.saved.completion_tokens)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

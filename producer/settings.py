@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
 from pydantic import Field, SecretStr
 
@@ -25,6 +26,8 @@ class ProducerSettings(CommonSettings):
     gateway_max_body_bytes: int = 1024 * 1024
     # When set, /metrics and the detailed /healthz need `Authorization: Bearer <this key>`.
     metrics_key: SecretStr | None = None
+    # `dejavu report`'s price table: {"model": {"prompt_per_1m": 2.5, "completion_per_1m": 10.0}} (producer.report).
+    prices_file: Path | None = None
 
 
 @functools.cache

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import re
 import time
 import unicodedata
@@ -12,7 +13,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
 
-from schemas.messages import SYSTEM_ROLES, ChatRequest
+from schemas.messages import SYSTEM_ROLES, ChatRequest, FinishReason, ToolCall, Usage
 
 _SPACE = re.compile(r"\s+")
 
@@ -55,21 +56,34 @@ class Scope:
     model: str
     system_hash: str
     context_hash: str
+    # Every answer-shaping field besides model and messages (temperature, tools, extensions ...); "" for none.
+    params_hash: str = ""
 
     @property
     def scope_id(self) -> str:
-        return _sha(self.tenant, self.model, self.system_hash, self.context_hash)[:32]
+        # A request with no parameters keeps the scope it had in version 1, so its entries stay reachable.
+        parts = (self.tenant, self.model, self.system_hash, self.context_hash)
+        return _sha(*parts, *((self.params_hash,) if self.params_hash else ()))[:32]
 
     @classmethod
     def of(cls, request: ChatRequest, include_history: bool = True) -> Scope:
-        system = [m.content for m in request.messages if m.role in SYSTEM_ROLES]
-        # Earlier turns change what the last question means, so they join the scope.
-        history = (
-            [f"{m.role}:{m.content}" for m in request.messages[:-1] if m.role not in SYSTEM_ROLES]
-            if include_history
-            else []
-        )
-        return cls(request.tenant, request.model, _sha(*system), _sha(*history))
+        system = [m.content or "" for m in request.messages if m.role in SYSTEM_ROLES]
+        last_user = max(i for i, m in enumerate(request.messages) if m.role == "user")
+        # Earlier turns change what the question means, so they join the scope; the tool calls and results after
+        # it (a function-calling turn) always do, since the answer is made from them.
+        before = request.messages[:last_user] if include_history else []
+        context = [
+            m.history_text() for m in (*before, *request.messages[last_user + 1 :]) if m.role not in SYSTEM_ROLES
+        ]
+        return cls(request.tenant, request.model, _sha(*system), _sha(*context), params_hash(request))
+
+
+def params_hash(request: ChatRequest) -> str:
+    """A hash of the request's answer-shaping fields other than model and messages; "" when it has none."""
+    params = {**request.extra, **request.generation()}
+    if not params:
+        return ""
+    return _sha(json.dumps(params, sort_keys=True, separators=(",", ":"), ensure_ascii=False))
 
 
 def question_hash(question: str) -> str:
@@ -84,6 +98,30 @@ def entry_id(scope: Scope, qhash: str) -> str:
 def answer_hash(answer: str) -> str:
     """The blocklist's key for an answer; with the entry id (scope + question) it names a question/answer pair."""
     return _sha(answer)[:32]
+
+
+class AnswerMeta(BaseModel):
+    """What an entry keeps besides the answer's text: the rest of the assistant message, what it cost, and when it
+    was made (None: a backfilled answer, of unknown age)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    tool_calls: list[ToolCall] | None = None
+    finish_reason: FinishReason = "stop"
+    usage: Usage | None = None
+    created_at: float | None = None
+
+    def younger_than(self, max_age_s: int | None, now: float) -> bool:
+        return max_age_s is None or (self.created_at is not None and now - self.created_at <= max_age_s)
+
+
+class LLMAnswer(BaseModel):
+    """One assistant message from the LLM: its text ("" when it only calls tools) and the rest."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    answer: str
+    meta: AnswerMeta
 
 
 class CacheEntry(BaseModel):
@@ -102,6 +140,7 @@ class CacheEntry(BaseModel):
     answer: str
     # float32 bytes of the question's embedding, base64 in JSON.
     vector: VectorBytes
+    meta: AnswerMeta = Field(default_factory=AnswerMeta)
 
 
 class MissJob(BaseModel):

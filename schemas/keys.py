@@ -55,3 +55,12 @@ def reply_key(request_id: str) -> str:
 # failure: producers read the stack's Postgres health here without Postgres credentials of their own.
 PG_DOWN_KEY = f"{PREFIX}:health:postgres-down"
 PG_DOWN_TTL_S = 30
+
+# Usage per tenant and UTC day, `<prefix><tenant>:<YYYY-MM-DD>`: one hash of counters that the workers add to as they
+# publish each chat reply (worker.reply.usage_counts) and `dejavu report` sums. Kept USAGE_TTL_S.
+USAGE_PREFIX = f"{PREFIX}:usage:"
+USAGE_TTL_S = 400 * 24 * 3600
+
+
+def usage_key(tenant: str, day: str) -> str:
+    return f"{USAGE_PREFIX}{tenant}:{day}"

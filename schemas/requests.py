@@ -5,14 +5,22 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Sequence
-from typing import TypedDict, Unpack
+from collections.abc import Mapping, Sequence
+from typing import Any, TypedDict, Unpack
 
 from schemas.keys import reply_key
-from schemas.messages import CTX_MAX_QUESTION_BYTES, ChatMessage, ChatRequest
+from schemas.messages import (
+    CTX_MAX_QUESTION_BYTES,
+    FORWARDED,
+    GENERATION_FIELDS,
+    UNSUPPORTED,
+    CacheControl,
+    ChatMessage,
+    ChatRequest,
+)
 from schemas.settings import CommonSettings
 
-MessageInput = ChatMessage | dict[str, str]
+MessageInput = ChatMessage | Mapping[str, Any]
 
 
 class RequestOptions(TypedDict, total=False):
@@ -25,6 +33,13 @@ class RequestOptions(TypedDict, total=False):
     timeout: float | None
     deadline: float | None
     request_id: str | None
+    # OpenAI generation fields (temperature, max_tokens, tools, response_format ...) and vendor extensions, by
+    # their OpenAI names: all forwarded to the LLM and, but for user/metadata/store, part of the cache scope.
+    params: Mapping[str, Any] | None
+    # Per-request cache control: no_cache, no_store, max_age_s (schemas.messages.CacheControl).
+    cache: CacheControl | Mapping[str, Any] | None
+    # Relay a miss's answer as it is written (ChatDelta events before the ChatReply).
+    stream: bool
 
 
 def build_request(
@@ -42,6 +57,9 @@ def build_request(
         msgs.insert(0, {"role": "system", "content": system})
     rid = options.get("request_id") or uuid.uuid4().hex
     fields: dict[str, object] = {
+        **split_params(options.get("params") or {}),
+        "stream": options.get("stream", False),
+        "cache": options.get("cache") or {},
         "messages": msgs,
         "tenant": options.get("tenant", "default"),
         "model": options.get("model") or settings.llm_model,
@@ -50,3 +68,14 @@ def build_request(
         "reply_to": reply_key(rid),
     }
     return ChatRequest.model_validate(fields, context={CTX_MAX_QUESTION_BYTES: settings.max_question_bytes})
+
+
+def split_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """OpenAI request fields by name: the ones ChatRequest knows go to their own fields, the rest to `extra`."""
+    for name, reason in UNSUPPORTED.items():
+        value = params.get(name)
+        if value is not None and not (name == "n" and value == 1) and not (name == "logprobs" and value is False):
+            raise ValueError(f"{name}: {reason}")
+    known = {name: value for name, value in params.items() if name in (*GENERATION_FIELDS, *FORWARDED)}
+    extra = {name: v for name, v in params.items() if name not in known and name not in UNSUPPORTED}
+    return {**known, **({"extra": extra} if extra else {})}

@@ -31,8 +31,11 @@ class Coalescer:
         self.client = client
         self.lease_ms = int(lease_s * 1000)
 
-    async def answer(self, key: str, call: Callable[[], Awaitable[str]], deadline: float) -> tuple[str, bool]:
-        """The answer for `key`, and whether this caller made the call (False: it followed another's)."""
+    async def answer(
+        self, key: str, call: Callable[[], Awaitable[str]], deadline: float, publish: bool = True
+    ) -> tuple[str, bool]:
+        """The answer for `key`, and whether this caller made the call (False: it followed another's). A leader
+        that must not keep its answer (`publish=False`: its caller said no-store) leaves its followers to call."""
         pending, published = PENDING_PREFIX + key, COALESCED_ANSWER_PREFIX + key
         token = uuid.uuid4().hex
         while True:
@@ -46,17 +49,20 @@ class Coalescer:
                 if isinstance(ready, bytes):
                     await self._release(pending, token)
                     return ready.decode(), False
-                return await self._lead(pending, published, token, call), True
+                return await self._lead(pending, published if publish else None, token, call), True
             if time.time() >= deadline:
                 raise DeadlineExceeded("the deadline passed while waiting for the same question's LLM answer")
             await asyncio.sleep(POLL_S)
 
-    async def _lead(self, pending: str, published: str, token: str, call: Callable[[], Awaitable[str]]) -> str:
+    async def _lead(
+        self, pending: str, published: str | None, token: str, call: Callable[[], Awaitable[str]]
+    ) -> str:
         renew = asyncio.create_task(self._renew(pending, token))
         try:
             text = await call()
             async with self.client.pipeline(transaction=True) as pipe:
-                pipe.set(published, text, ex=ANSWER_TTL_S)
+                if published is not None:
+                    pipe.set(published, text, ex=ANSWER_TTL_S)
                 pipe.delete(pending)
                 await pipe.execute()
             return text

@@ -15,13 +15,14 @@ import functools
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
 from pydantic import ValidationError
 
-from schemas.cache import CacheEntry, MissJob, Scope, WritebackJob, entry_id, question_hash
+from schemas.cache import CacheEntry, LLMAnswer, MissJob, Scope, WritebackJob, entry_id, question_hash
 from schemas.messages import (
     CTX_ALLOW_EXPIRED,
     CTX_MAX_QUESTION_BYTES,
@@ -30,6 +31,7 @@ from schemas.messages import (
     ErrorCode,
     ReplyError,
     Tier,
+    Usage,
 )
 from worker import guards
 from worker.errors import REDIS_DOWN, UNREACHABLE, DeadlineExceeded, ReplyableError
@@ -84,7 +86,7 @@ async def handle(raw: str, rt: Runtime) -> Outcome:
     if isinstance(result, MissJob):
         return Outcome(miss=result)
     reply, job = result
-    await rt.replies.publish(request.reply_to, reply)
+    await rt.replies.answer(request, reply)
     return Outcome(writeback=job)
 
 
@@ -100,8 +102,13 @@ async def lookup(request: ChatRequest, rt: Runtime) -> tuple[ChatReply, Writebac
     qhash = question_hash(request.question)
     eid = entry_id(scope, qhash)
 
+    # `no-cache`: the caller wants the LLM's answer now, not a stored one (it is still stored, unless `no-store`).
+    if request.cache.no_cache:
+        return _miss(request, rt.embedder.embed_one(request.question), clock, rt)
+    fresh = _fresh_enough(request, as_of)
+
     # 3. exact: the normalized question in this scope, before paying for an embedding.
-    hit = await rt.redis_tier.lookup_exact(eid)
+    hit = fresh(await rt.redis_tier.lookup_exact(eid))
     clock.lap("exact")
     if hit is not None:
         return _served(request, hit, Tier.EXACT, clock), None
@@ -111,28 +118,39 @@ async def lookup(request: ChatRequest, rt: Runtime) -> tuple[ChatReply, Writebac
     clock.lap("embed")
 
     # 5. Redis KNN in this scope.
-    hit = await rt.redis_tier.lookup_similar(scope.scope_id, vector)
+    hit = fresh(await rt.redis_tier.lookup_similar(scope.scope_id, vector))
     clock.lap("redis")
     if _accept(request.question, hit, rt.profile.threshold_redis, rt):
         assert hit is not None
         return _served(request, hit, Tier.REDIS, clock), None
 
     # 6. pgvector KNN; a hit is promoted into Redis so the next ask is served there.
-    hit = await _pg_lookup(rt, scope.scope_id, vector)
+    hit = fresh(await _pg_lookup(rt, scope.scope_id, vector))
     clock.lap("pgvector")
     if _accept(request.question, hit, rt.profile.threshold_pgvector, rt):
         assert hit is not None and hit.vector is not None
+        answer = LLMAnswer(answer=hit.answer, meta=hit.meta)
         promote = WritebackJob(
-            entry=_entry(scope, hit.entry_id, hit.question, question_hash(hit.question), hit.answer, hit.vector),
+            entry=_entry(scope, hit.entry_id, hit.question, question_hash(hit.question), answer, hit.vector),
             pgvector=False,
             as_of=as_of,
         )
-        return _served(request, hit, Tier.PGVECTOR, clock), promote
+        return _served(request, hit, Tier.PGVECTOR, clock), None if request.cache.no_store else promote
 
     # Every tier missed: the LLM queue takes it from here, with the vector already computed.
+    return _miss(request, vector, clock, rt)
+
+
+def _miss(request: ChatRequest, vector: npt.NDArray[np.float32], clock: Stopwatch, rt: Runtime) -> MissJob:
     # With the worker's context: the deadline may pass during the lookup, and the LLM task answers that.
     miss = {"request": request, "vector": vector.astype(np.float32).tobytes(), "timings_ms": clock.laps}
     return MissJob.model_validate(miss, context=_context(rt))
+
+
+def _fresh_enough(request: ChatRequest, now: float) -> Callable[[Candidate | None], Candidate | None]:
+    """`max-age`: an entry made longer ago than the caller accepts is not served (nor one of unknown age)."""
+    max_age = request.cache.max_age_s
+    return lambda hit: hit if hit is None or hit.meta.younger_than(max_age, now) else None
 
 
 async def complete(raw: str, rt: Runtime) -> WritebackJob | None:
@@ -145,29 +163,44 @@ async def complete(raw: str, rt: Runtime) -> WritebackJob | None:
     scope = Scope.of(request, rt.settings.scope_includes_history)
     qhash = question_hash(request.question)
     eid = entry_id(scope, qhash)
+    # A streaming caller sees the answer as the LLM writes it: each delta goes on its reply list at once.
+    relay = rt.replies.relay(request) if request.stream else None
+
+    async def ask_llm() -> str:
+        return (await rt.llm.complete(request, relay)).model_dump_json()
+
     try:
         if request.expired():
-            raise DeadlineExceeded("the request's deadline passed while it waited for the LLM queue")
-        text, led = await rt.coalescer.answer(
-            eid, lambda: rt.llm.complete(request.model, request.messages, request.deadline), request.deadline
-        )
+            raise DeadlineExceeded("the deadline passed while it waited for the LLM queue")
+        if request.cache.no_cache:  # a fresh answer of its own, not a concurrent caller's
+            made, led = await ask_llm(), True
+        else:
+            made, led = await rt.coalescer.answer(eid, ask_llm, request.deadline, publish=not request.cache.no_store)
+            if not led and not LLMAnswer.model_validate_json(made).meta.younger_than(request.cache.max_age_s, as_of):
+                made, led = await ask_llm(), True  # another caller's answer, older than this one accepts
     except ReplyableError as exc:
-        await rt.replies.publish(request.reply_to, ChatReply(request_id=request.request_id, error=exc.to_reply()))
+        await rt.replies.answer(request, ChatReply(request_id=request.request_id, error=exc.to_reply()))
         return None
     except REDIS_DOWN:
         raise
     except Exception as exc:
-        await rt.replies.publish(request.reply_to, _internal(request, exc))
+        await rt.replies.answer(request, _internal(request, exc))
         return None
+    answer = LLMAnswer.model_validate_json(made)
     timings = {**job.timings_ms, "llm": round((time.perf_counter() - start) * 1000, 3)}
     timings["total"] = round(sum(v for k, v in timings.items() if k != "queue_wait"), 3)
     tier = Tier.LLM if led else Tier.COALESCED
-    reply = ChatReply(request_id=request.request_id, answer=text, tier=tier, entry_id=eid, timings_ms=timings)
-    await rt.replies.publish(request.reply_to, reply)
-    if not led:  # the leader stores the entry
+    usage = answer.meta.usage if led else Usage()
+    reply = ChatReply(
+        request_id=request.request_id, answer=answer.answer, tier=tier, entry_id=eid, timings_ms=timings,
+        tool_calls=answer.meta.tool_calls, finish_reason=answer.meta.finish_reason, usage=usage,
+        saved=None if led else answer.meta.usage,
+    )  # fmt: skip
+    await rt.replies.answer(request, reply)
+    if not led or request.cache.no_store:  # the leader stores the entry, unless its caller said not to
         return None
     vector = np.frombuffer(job.vector, dtype=np.float32)
-    return WritebackJob(entry=_entry(scope, eid, request.question, qhash, text, vector), as_of=as_of)
+    return WritebackJob(entry=_entry(scope, eid, request.question, qhash, answer, vector), as_of=as_of)
 
 
 def _internal(request: ChatRequest, exc: Exception) -> ChatReply:
@@ -252,11 +285,15 @@ def _served(request: ChatRequest, hit: Candidate, tier: Tier, clock: Stopwatch) 
         similarity=round(hit.similarity, 6),
         entry_id=hit.entry_id,
         timings_ms=clock.done(),
+        tool_calls=hit.meta.tool_calls,
+        finish_reason=hit.meta.finish_reason,
+        usage=Usage(),
+        saved=hit.meta.usage,
     )
 
 
 def _entry(
-    scope: Scope, eid: str, question: str, qhash: str, answer: str, vector: npt.NDArray[np.float32]
+    scope: Scope, eid: str, question: str, qhash: str, answer: LLMAnswer, vector: npt.NDArray[np.float32]
 ) -> CacheEntry:
     return CacheEntry(
         entry_id=eid,
@@ -267,6 +304,7 @@ def _entry(
         context_hash=scope.context_hash,
         question=question,
         question_hash=qhash,
-        answer=answer,
+        answer=answer.answer,
         vector=vector.astype(np.float32).tobytes(),
+        meta=answer.meta,
     )

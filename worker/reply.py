@@ -2,20 +2,42 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import redis.asyncio as aioredis
 from pydantic import ValidationError
 
-from schemas.keys import REPLIED_PREFIX, REPLY_PREFIX
-from schemas.messages import ChatReply, ErrorCode, ForgetReply, ReplyError
+from schemas.keys import REPLIED_PREFIX, REPLY_PREFIX, USAGE_TTL_S, usage_key
+from schemas.messages import ChatDelta, ChatReply, ChatRequest, ErrorCode, ForgetReply, ReplyError, Tier
 from worker.lua import script
 
 log = logging.getLogger(__name__)
 
 Reply = ChatReply | ForgetReply
+# Takes one delta of a streamed answer (worker.llm).
+OnDelta = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+def usage_counts(request: ChatRequest, reply: ChatReply) -> dict[str, int]:
+    """What one reply adds to its tenant's usage hash: the request, its tier (or error), and the tokens the LLM
+    spent on it or that the cache saved, per model (a price table prices them by model: `dejavu report`)."""
+    counts = {"requests": 1, f"tier:{reply.tier.value if reply.tier else 'error'}": 1}
+    if reply.tier == Tier.LLM and reply.usage is not None:
+        counts |= {f"spent_prompt:{request.model}": reply.usage.prompt_tokens,
+                   f"spent_completion:{request.model}": reply.usage.completion_tokens}  # fmt: skip
+    elif reply.saved is not None:
+        counts |= {f"saved_prompt:{request.model}": reply.saved.prompt_tokens,
+                   f"saved_completion:{request.model}": reply.saved.completion_tokens}  # fmt: skip
+    return counts
+
+
+def _day() -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime())
 
 
 class ReplyPublisher:
@@ -34,6 +56,31 @@ class ReplyPublisher:
             args=[self.ttl_s, reply.model_dump_json(exclude_none=True)],
         )
         return bool(sent)
+
+    async def answer(self, request: ChatRequest, reply: ChatReply) -> bool:
+        """Publish a chat request's one reply, in the version the request was sent in, and count it in its
+        tenant's usage in the same script: a task run twice counts once."""
+        counts = usage_counts(request, reply)
+        sent = await self._publish(
+            keys=[REPLIED_PREFIX + reply.request_id, request.reply_to, usage_key(request.tenant, _day())],
+            args=[self.ttl_s, reply.for_version(request.version).model_dump_json(exclude_none=True), USAGE_TTL_S,
+                  *(x for pair in counts.items() for x in pair)],
+        )  # fmt: skip
+        return bool(sent)
+
+    def relay(self, request: ChatRequest) -> OnDelta:
+        """Where a streamed answer's deltas go: pushed on the request's reply list in order, ahead of its reply.
+        Not once-only like the reply: a redelivered task streams again, and the caller sees the seq restart."""
+        seq = itertools.count()
+
+        async def push(delta: dict[str, Any]) -> None:
+            event = ChatDelta(request_id=request.request_id, seq=next(seq), delta=delta)
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.rpush(request.reply_to, event.model_dump_json())
+                pipe.expire(request.reply_to, self.ttl_s)
+                await pipe.execute()
+
+        return push
 
     async def reject(self, raw: str, exc: ValidationError, make: Callable[[str, ReplyError], Reply]) -> None:
         """Answer a message that failed validation with `invalid_request`, if it names a usable reply_to."""

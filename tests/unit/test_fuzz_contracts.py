@@ -1,5 +1,5 @@
 """Thousands of random and mutated messages against the contracts: each one validates or is refused
-with pydantic's ValidationError (what the gateway turns into 422 and the worker into an error reply)."""
+with pydantic's ValidationError (what the gateway turns into 400 and the worker into an error reply)."""
 
 from __future__ import annotations
 

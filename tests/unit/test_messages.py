@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from typing import Any
@@ -21,6 +22,7 @@ from schemas.messages import (
     Removed,
     Tier,
 )
+from schemas.requests import split_params
 
 
 def fields(**change: Any) -> dict[str, Any]:
@@ -38,7 +40,7 @@ def test_a_valid_request_round_trips() -> None:
     request = ChatRequest.model_validate(fields())
     assert request.question == "What is gout?"
     assert ChatRequest.model_validate_json(request.model_dump_json()) == request
-    assert request.version == 1 and len(request.request_id) == 32
+    assert request.version == 2 and len(request.request_id) == 32
 
 
 @pytest.mark.parametrize(
@@ -47,15 +49,15 @@ def test_a_valid_request_round_trips() -> None:
         ({"messages": [{"role": "user", "content": ""}]}, "empty or only whitespace"),
         ({"messages": [{"role": "user", "content": " \n\t "}]}, "empty or only whitespace"),
         ({"messages": [{"role": "user", "content": "é" * 4097}]}, "8194 bytes, over the limit of 8192"),
-        ({"messages": [{"role": "robot", "content": "hi"}]}, "'system', 'developer', 'user' or 'assistant'"),
-        ({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}, "last message"),
+        ({"messages": [{"role": "robot", "content": "hi"}]}, "'user', 'assistant' or 'tool'"),
+        ({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}, "after the last"),
         ({"messages": []}, "at least 1 item"),
         ({"reply_to": None}, "reply_to"),
         ({"reply_to": "celery"}, "String should match pattern"),
         ({"deadline": time.time() - 1}, "deadline has already passed"),
         ({"tenant": "a b"}, "String should match pattern"),
-        ({"extra": 1}, "Extra inputs are not permitted"),
-        ({"version": 2}, "Input should be 1"),
+        ({"unknown": 1}, "Extra inputs are not permitted"),
+        ({"version": 3}, "Input should be 1 or 2"),
     ],
     ids=["empty", "whitespace", "oversized", "unknown-role", "not-ending-in-user", "no-messages",
          "missing-reply-to", "foreign-reply-to", "expired", "bad-tenant", "unknown-field", "future-version"],
@@ -110,3 +112,43 @@ def test_forget_reply_counts_what_was_found() -> None:
     assert not ForgetReply(request_id="f").found
     reply = ForgetReply.model_validate_json('{"request_id": "f", "removed": {"redis": 0, "pgvector": 1}, "blocked": 1}')
     assert reply.ok and reply.found and reply.removed == Removed(redis=0, pgvector=1)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"messages": [{"role": "user", "content": "q"}, {"role": "tool", "tool_call_id": "c9", "content": "1"}]},
+         "no earlier call has"),
+        ({"tool_choice": {"type": "function", "function": {"name": "f"}}}, "not among the tools"),
+        ({"tool_choice": "required"}, "needs tools"),
+        ({"response_format": {"type": "json_schema"}}, "json_schema"),
+        ({"stop": ["a", "b", "c", "d", "e"]}, "1 to 4"),
+        ({"extra": {"n": 2}}, "n must be 1"),
+        ({"extra": {"temperature": 1}}, "field of its own"),
+        ({"version": 1, "temperature": 0.5}, "send version 2"),
+    ],
+    ids=["orphan-tool-result", "unknown-tool-choice", "choice-without-tools", "schema-without-schema", "five-stops",
+         "n-in-extra", "known-field-in-extra", "v1-with-params"],
+)  # fmt: skip
+def test_version_2_fields_are_checked_where_they_enter(change: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        ChatRequest.model_validate({**fields(), **change})
+
+
+def test_a_version_1_request_is_still_accepted_and_gets_a_version_1_reply() -> None:
+    request = ChatRequest.model_validate({**fields(), "version": 1})
+    assert request.version == 1 and request.generation() == {}
+    reply = ChatReply(request_id="r", answer="a", usage={"prompt_tokens": 1}).for_version(request.version)  # type: ignore[arg-type]
+    assert json.loads(reply.model_dump_json(exclude_none=True)).keys() == {
+        "version",
+        "request_id",
+        "answer",
+        "timings_ms",
+    }
+
+
+def test_split_params_routes_known_fields_and_keeps_extensions() -> None:
+    assert split_params({"temperature": 0.3, "user": "u", "x_vendor": 1, "n": 1, "logprobs": False}) == {
+        "temperature": 0.3, "user": "u", "extra": {"x_vendor": 1}}  # fmt: skip
+    with pytest.raises(ValueError, match="n must be 1"):
+        split_params({"n": 2})

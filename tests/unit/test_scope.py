@@ -49,3 +49,36 @@ def test_entry_id_is_deterministic_per_scope_and_question() -> None:
     other = Scope.of(request(USER, tenant="other"))
     assert entry_id(scope, question_hash("What is gout?")) == entry_id(scope, question_hash("what is GOUT?"))
     assert entry_id(scope, question_hash("What is gout?")) != entry_id(other, question_hash("What is gout?"))
+
+
+def test_every_answer_shaping_field_changes_the_scope_and_delivery_fields_do_not() -> None:
+    base = Scope.of(request(USER)).scope_id
+    shaping: list[dict[str, Any]] = [
+        {"temperature": 1.0}, {"temperature": 0.0}, {"top_p": 0.5}, {"max_tokens": 5}, {"max_completion_tokens": 5},
+        {"stop": ["\n"]}, {"seed": 7}, {"presence_penalty": 1.0}, {"frequency_penalty": 1.0},
+        {"logit_bias": {"50256": -100}}, {"response_format": {"type": "json_object"}},
+        {"tools": [{"type": "function", "function": {"name": "f"}}]},
+        {"tools": [{"type": "function", "function": {"name": "f"}}], "tool_choice": "required"},
+        {"parallel_tool_calls": False}, {"extra": {"reasoning_effort": "high"}},
+    ]  # fmt: skip
+    ids = [Scope.of(request(USER, **change)).scope_id for change in shaping]
+    assert base not in ids and len(set(ids)) == len(ids)
+    delivery: list[dict[str, Any]] = [{"user": "u1"}, {"metadata": {"a": "b"}}, {"store": True}, {"stream": True},
+                                      {"cache": {"no_store": True, "max_age_s": 5}}]  # fmt: skip
+    assert {Scope.of(request(USER, **change)).scope_id for change in delivery} == {base}
+
+
+def test_a_request_without_parameters_keeps_its_version_1_scope() -> None:
+    # Entries stored before version 2 stay reachable: the scope of a plain request did not move.
+    v1 = request(USER, version=1)
+    assert Scope.of(v1).scope_id == Scope.of(request(USER)).scope_id
+    assert Scope.of(v1).params_hash == ""
+
+
+def test_tool_calls_and_results_after_the_question_are_part_of_the_scope() -> None:
+    call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": '{"x": 1}'}}
+    turn = [*USER, {"role": "assistant", "tool_calls": [call]}, {"role": "tool", "tool_call_id": "c1", "content": "4"}]
+    other = [*turn[:2], {"role": "tool", "tool_call_id": "c1", "content": "5"}]
+    scopes = {Scope.of(request(m), include_history=False).scope_id for m in (USER, turn, other)}
+    assert len(scopes) == 3
+    assert request(turn).question == "What is gout?"

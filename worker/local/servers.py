@@ -23,6 +23,7 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -86,6 +87,11 @@ class LocalStack:
     pg_port: int = 5490
     llm_port: int = 8099
     llm_delay_ms: float = 800.0
+    # Streamed answers (worker.local.standin_llm): a fixed first-token delay instead of llm_delay_ms, the pace
+    # after it, and a least answer length in tokens.
+    llm_first_token_ms: float | None = None
+    llm_token_ms: float = 0.0
+    llm_tokens: int = 0
     # Tests trade crash safety for speed (no fsync); `make run` keeps the defaults.
     durable: bool = True
     # Celery logs two lines per task at INFO; at this rate that is a measurable share of a hit's cost.
@@ -138,6 +144,17 @@ class LocalStack:
         query = "" if question is None else "?q=" + urllib.parse.quote(question)
         with urllib.request.urlopen(f"{self.llm_url.removesuffix('/v1')}/standin/calls{query}", timeout=10) as resp:
             return int(json.load(resp)["calls"])
+
+    def llm_streams(self) -> dict[str, Any]:
+        """The stand-in's streams: in progress (tokens sent of total, held or not), finished, dropped."""
+        with urllib.request.urlopen(f"{self.llm_url.removesuffix('/v1')}/standin/streams", timeout=10) as resp:
+            return dict(json.load(resp))
+
+    def release_llm_streams(self) -> None:
+        """Let held streams (`[[standin:hold-after=N]]`) go on."""
+        url = f"{self.llm_url.removesuffix('/v1')}/standin/release"
+        with urllib.request.urlopen(urllib.request.Request(url, method="POST"), timeout=10):
+            pass
 
     def env(self) -> dict[str, str]:
         """DEJAVU_* variables that point every component at these servers."""
@@ -257,7 +274,9 @@ class LocalStack:
         self._check_free(self.llm_port, "the stand-in LLM")
         self.spawn("standin-llm", [
             sys.executable, "-m", "worker.local.standin_llm", "--port", str(self.llm_port),
-            "--delay-ms", str(self.llm_delay_ms),
+            "--delay-ms", str(self.llm_delay_ms), "--token-ms", str(self.llm_token_ms),
+            "--tokens", str(self.llm_tokens),
+            *(["--first-token-ms", str(self.llm_first_token_ms)] if self.llm_first_token_ms is not None else []),
         ])  # fmt: skip
         _wait_for_port(self.llm_port, self.procs["standin-llm"], "stand-in LLM", self.root / "standin-llm.log")
 

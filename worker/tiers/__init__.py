@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 import numpy as np
 import numpy.typing as npt
+
+from schemas.cache import AnswerMeta
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,6 +21,7 @@ class Candidate:
     similarity: float
     # The stored question's own vector, when the tier returns it (needed to promote an entry).
     vector: npt.NDArray[np.float32] | None = None
+    meta: AnswerMeta = field(default_factory=AnswerMeta)
 
 
 class Stored(StrEnum):

@@ -9,7 +9,7 @@ import asyncpg
 import numpy as np
 import numpy.typing as npt
 
-from schemas.cache import CacheEntry, answer_hash
+from schemas.cache import AnswerMeta, CacheEntry, answer_hash
 from worker import sqlfiles
 from worker.tiers import Candidate, Stored
 
@@ -58,6 +58,7 @@ class PgTier:
             answer=row["answer"],
             similarity=float(row["similarity"]),
             vector=row["embedding"].to_numpy().astype(np.float32),
+            meta=AnswerMeta.model_validate_json(row["meta"]),
         )
 
     @asynccontextmanager
@@ -80,6 +81,7 @@ class PgTier:
             entry.entry_id, entry.scope_id, entry.tenant, entry.model, entry.system_hash,
             entry.context_hash, entry.question, entry.question_hash, entry.answer,
             np.frombuffer(entry.vector, dtype=np.float32), answer_hash(entry.answer),
+            entry.meta.model_dump_json(exclude_none=True),
         )  # fmt: skip
         if row["blocked"]:
             return Stored.BLOCKED

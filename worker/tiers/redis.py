@@ -13,7 +13,7 @@ import numpy.typing as npt
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from schemas.cache import CacheEntry, answer_hash
+from schemas.cache import AnswerMeta, CacheEntry, answer_hash
 from schemas.keys import (
     BLOCKED_PREFIX,
     COALESCED_ANSWER_PREFIX,
@@ -70,17 +70,17 @@ class RedisTier:
                 raise
 
     async def lookup_exact(self, entry_id: str) -> Candidate | None:
-        question, answer = await self.client.hmget(self.key(entry_id), ["question", "answer"])
+        question, answer, meta = await self.client.hmget(self.key(entry_id), ["question", "answer", "meta"])
         if not isinstance(answer, bytes) or not isinstance(question, bytes):
             return None
-        return Candidate(entry_id, question.decode(), answer.decode(), 1.0)
+        return Candidate(entry_id, question.decode(), answer.decode(), 1.0, meta=_meta(meta))
 
     async def lookup_similar(self, scope_id: str, vector: npt.NDArray[np.float32]) -> Candidate | None:
         reply = await self.client.execute_command(
             "FT.SEARCH", self.index,
             f"(@scope:{{{scope_id}}})=>[KNN 1 @vec $v EF_RUNTIME {self.ef_runtime} AS dist]",
             "PARAMS", 2, "v", vector.astype(np.float32).tobytes(),
-            "RETURN", 3, "dist", "question", "answer",
+            "RETURN", 4, "dist", "question", "answer", "meta",
             "SORTBY", "dist", "LIMIT", 0, 1, "DIALECT", 2,
         )  # fmt: skip
         if not reply or reply[0] == 0 or len(reply) < 3:
@@ -94,6 +94,7 @@ class RedisTier:
             question=fields["question"].decode(),
             answer=fields["answer"].decode(),
             similarity=1.0 - float(fields["dist"]),
+            meta=_meta(fields.get("meta")),
         )
 
     async def store(self, entry: CacheEntry, as_of: float) -> Stored:
@@ -104,7 +105,7 @@ class RedisTier:
             args=[
                 self.ttl_s, repr(as_of), answer_hash(entry.answer), entry.tenant,
                 "scope", entry.scope_id, "tenant", entry.tenant, "question", entry.question,
-                "answer", entry.answer, "vec", entry.vector,
+                "answer", entry.answer, "vec", entry.vector, "meta", entry.meta.model_dump_json(exclude_none=True),
             ],
         )  # fmt: skip
         return _STORED[int(result)]
@@ -160,3 +161,8 @@ class RedisTier:
     async def tombstone(self, key: str, until: float, ttl_s: int) -> None:
         """Refuse write-backs of content read up to `until`; `key` is an entry's or a tenant's tombstone."""
         await self.client.set(key, repr(until), ex=ttl_s)
+
+
+def _meta(raw: object) -> AnswerMeta:
+    # Entries stored before the field existed have none.
+    return AnswerMeta.model_validate_json(raw) if isinstance(raw, bytes) else AnswerMeta()
