@@ -1,4 +1,4 @@
-"""`dejavu backfill` against the real stack: load MedQuAD slices, then ask through the normal request path."""
+"""`dejavu backfill` against the real stack: load a MedQuAD excerpt, then ask through the normal request path."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ from worker.tools import backfill
 from worker.tools.backfill_read import Fields, plan, read_rows
 from worker.tools.probes import unfinished_backfills
 
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "medquad_qa.jsonl"
+MEDQUAD = Path(__file__).resolve().parents[1] / "data" / "medquad_excerpt.jsonl"
 SYSTEM = "You answer questions about health."
 PROFILE = "minilm"
 EXACT = "What are the symptoms of Hairy Cell Leukemia ?"
@@ -39,10 +39,16 @@ PARAPHRASED = ("What are the symptoms of Gastrointestinal Stromal Tumors ?",
                "What are the signs and symptoms of gastrointestinal stromal tumors?")  # fmt: skip
 
 
-def medquad(start: int, n: int) -> list[dict[str, Any]]:
-    with DATA.open() as f:
-        lines = [line for i, line in enumerate(f) if start <= i < start + n]
-    return [json.loads(line) for line in lines]
+def medquad() -> list[dict[str, Any]]:
+    with MEDQUAD.open(encoding="utf-8") as f:
+        return [json.loads(line) for line in f]
+
+
+def numbered(n: int) -> list[dict[str, Any]]:
+    """Made-up rows, for tests of the loading itself (chunks, kills, resumes) rather than of what matches what.
+    Every test loads into a tenant of its own, so the same rows never meet."""
+    return [{"qid": f"n{i}", "question": f"What does code {i} on a lab report mean?", "answer": f"Code {i} means ..."}
+            for i in range(n)]  # fmt: skip
 
 
 def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
@@ -87,14 +93,14 @@ def chunks_done(job_id: str) -> tuple[int, int]:
 def test_backfill_then_ask_exact_and_paraphrased_without_the_llm(
     client: Client, stack: LocalStack, tenant: str, tmp_path: Path
 ) -> None:
-    rows = medquad(0, 2000)
+    rows = medquad()
     path = write_jsonl(tmp_path / "medquad.jsonl", rows)
     expected = unique_questions(path)
     opts = options(path, tenant)
 
     summary = backfill.run(opts, Settings())
-    assert (summary.read, summary.inserted, summary.rejected, summary.present) == (2000, expected, 0, 0)
-    assert summary.duplicates_in_file == 2000 - expected and not summary.hnsw_rebuilt
+    assert (summary.read, summary.inserted, summary.rejected, summary.present) == (len(rows), expected, 0, 0)
+    assert summary.duplicates_in_file == len(rows) - expected > 0 and not summary.hnsw_rebuilt
     assert stored(opts) == (expected, expected)
     assert 0 < summary.embed_share < 1
 
@@ -146,7 +152,7 @@ def test_duplicates_policy_and_redis_warming(client: Client, rdb: redis.Redis, t
 def test_worker_killed_mid_backfill_then_resume_loads_exactly_once(
     stack: LocalStack, tenant: str, tmp_path: Path
 ) -> None:
-    path = write_jsonl(tmp_path / "kill.jsonl", medquad(2000, 1200))
+    path = write_jsonl(tmp_path / "kill.jsonl", numbered(1200))
     expected = unique_questions(path)
     opts = options(path, tenant)
     settings = Settings()
@@ -221,7 +227,7 @@ def test_cli_usage_errors(stack: LocalStack, tmp_path: Path) -> None:
 
 
 def test_ctrl_c_of_the_producer_then_resume(stack: LocalStack, tenant: str, tmp_path: Path) -> None:
-    path = write_jsonl(tmp_path / "ctrlc.jsonl", medquad(3200, 400))
+    path = write_jsonl(tmp_path / "ctrlc.jsonl", numbered(400))
     expected = unique_questions(path)
     proc = subprocess.Popen(
         [sys.executable, "-m", "producer.cli", "backfill", str(path), "--tenant", tenant, "--system", SYSTEM],

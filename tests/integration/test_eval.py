@@ -18,13 +18,15 @@ import redis
 
 from schemas.keys import entry_prefix
 from worker.local.servers import LocalStack
+from worker.refusal import GUARD, NOT_SIMILAR, SERVED, VERIFIER
 from worker.runtime import Runtime
 from worker.settings import Settings
 from worker.tools import evaluate
 from worker.tools.pairs import read_pairs
-from worker.tools.sweep import counts, embed_texts, pairs_asks, replay_asks, served
+from worker.tools.sweep import counts, decisions, embed_texts, pairs_asks, replay_asks, served, verifier_scores
 
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+# Labelled pairs from RQE and MedQuAD (tests/data/README.md): paraphrases, same-text pairs and their look-alikes.
+PAIRS = Path(__file__).resolve().parents[1] / "data" / "medical_pairs.jsonl"
 PROFILE = "minilm"
 # Pairs whose outcome is far from any threshold, so the expected counts below hold for the shipped profile.
 FIXED = [
@@ -104,7 +106,7 @@ def test_eval_usage_errors(stack: LocalStack, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("mode", ["pairs", "replay"])
 def test_the_real_path_decides_as_the_offline_rule(runtime: Runtime, rdb: redis.Redis, mode: evaluate.Mode) -> None:
-    pairs, _ = read_pairs(DATA / "qqp_pairs_dev.jsonl", limit=300)
+    pairs, _ = read_pairs(PAIRS, limit=300)
     report = evaluate.run(pairs, mode, runtime)
     vectors = embed_texts(runtime.embedder, [t for p in pairs for t in (p.text_a, p.text_b)])
     asks = pairs_asks(pairs, vectors) if mode == "pairs" else replay_asks(pairs, vectors)
@@ -112,12 +114,17 @@ def test_the_real_path_decides_as_the_offline_rule(runtime: Runtime, rdb: redis.
     predicted = served(asks, profile.threshold_redis, True, profile.verifier)
     assert (predicted == report.hits).all()
     assert counts(asks, predicted) == report.counts
-    assert report.counts.right_hits > 0 and report.counts.refused > 0
+    # The agreement means something only if the slice reaches every step of the rule and every outcome.
+    assert profile.verifier is not None
+    rule = decisions(asks, profile.threshold_redis, True, verifier_scores(asks, profile.verifier),
+                     profile.verifier.threshold)  # fmt: skip
+    assert set(rule.tolist()) == {SERVED, NOT_SIMILAR, GUARD, VERIFIER}
+    assert min(report.counts.right_hits, report.counts.wrong_hits, report.counts.missed, report.counts.refused) > 0
     assert eval_entries_left(rdb) == (0, 0)
 
 
 def test_no_answer_crosses_a_tenant_model_system_prompt_or_conversation(runtime: Runtime) -> None:
-    pairs, _ = read_pairs(DATA / "qqp_pairs_dev.jsonl", limit=20)
+    pairs, _ = read_pairs(PAIRS, limit=20)
     questions = list(dict.fromkeys(p.text_a for p in pairs))
     hits = evaluate.cross_scope_hits(questions, runtime)
     crossed = {"tenant": 0, "model": 0, "system_prompt": 0, "conversation": 0}
@@ -125,10 +132,8 @@ def test_no_answer_crosses_a_tenant_model_system_prompt_or_conversation(runtime:
 
 
 def test_calibrate_then_eval_reaches_the_target(stack: LocalStack, tmp_path: Path) -> None:
-    pairs, _ = read_pairs(DATA / "qqp_pairs_dev.jsonl", limit=600)
-    path = write_pairs(tmp_path / "slice.jsonl", [(p.text_a, p.text_b, p.label) for p in pairs])
     profile = tmp_path / "profile.json"
-    out = dejavu(stack, "calibrate", "--pairs", str(path), "--target-precision", "0.85", "--no-verifier",
+    out = dejavu(stack, "calibrate", "--pairs", str(PAIRS), "--target-precision", "0.85", "--no-verifier",
                  "--out", str(profile), "--json")  # fmt: skip
     assert out.returncode == 0, out.stderr
     chosen = json.loads(out.stdout)
@@ -136,13 +141,13 @@ def test_calibrate_then_eval_reaches_the_target(stack: LocalStack, tmp_path: Pat
     assert written["threshold_redis"] == written["threshold_pgvector"] == chosen["threshold"]
     assert "verifier" not in written and written["calibration"]["target_precision"] == 0.85
     # The real path, with that file as the profile's configuration, reaches the target on the slice.
-    out = dejavu(stack, "eval", "--pairs", str(path), "--json", env={"DEJAVU_PROFILE_FILE": str(profile)})
+    out = dejavu(stack, "eval", "--pairs", str(PAIRS), "--json", env={"DEJAVU_PROFILE_FILE": str(profile)})
     assert out.returncode == 0, out.stderr
     got = json.loads(out.stdout)
     assert got["threshold"] == chosen["threshold"] and got["precision"] >= 0.85
     assert (got["precision"], got["recall"]) == (chosen["precision"], chosen["recall"])
     # A target no threshold reaches is refused, and nothing is written.
-    unreachable = dejavu(stack, "calibrate", "--pairs", str(path), "--target-precision", "1.0", "--no-verifier",
+    unreachable = dejavu(stack, "calibrate", "--pairs", str(PAIRS), "--target-precision", "1.0", "--no-verifier",
                          "--out", str(tmp_path / "never.json"))  # fmt: skip
     assert unreachable.returncode == 1 and "no threshold reaches" in unreachable.stderr
     assert not (tmp_path / "never.json").exists()

@@ -16,7 +16,7 @@ from producer.client import Client
 from producer.settings import ProducerSettings
 from schemas.keys import BACKFILL_TASK, COMPLETE_TASK, LOOKUP_TASK
 from tests.conftest import llm_calls
-from tests.integration.test_backfill import medquad, options, stored, unique_questions, write_jsonl
+from tests.integration.test_backfill import numbered, options, stored, unique_questions, write_jsonl
 from worker.local.servers import LocalStack
 from worker.settings import Settings
 from worker.tools import backfill
@@ -60,7 +60,7 @@ def test_two_nodes_share_lookups_a_burst_and_a_backfill(
         answers = {r.answer for r in pool.map(lambda _: client.ask(burst, tenant=tenant, timeout=30), range(12))}
     assert llm_calls(stack, burst) == 1 and len(answers) == 1
     # A backfill of 1,000 rows (16 chunks): exact counts, shared by both lookup nodes.
-    path = write_jsonl(tmp_path / "rows.jsonl", medquad(3000, 1000))
+    path = write_jsonl(tmp_path / "rows.jsonl", numbered(1000))
     opts = options(path, f"{tenant}-bf")
     summary = backfill.run(opts, Settings())
     expected = unique_questions(path)

@@ -1,22 +1,19 @@
-"""The verifier: its features, its file format, the shipped profile's decisions, and its cost per check."""
+"""The verifier: its features, its file format and the shipped profile's decisions. What a check costs is measured by
+`make eval` (bench/eval.py), not asserted here."""
 
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 from pydantic import ValidationError
 
 from worker import guards, pipeline
 from worker.settings import PROFILES_DIR, ProfileConfig, Settings
-from worker.tools.pairs import read_pairs
 from worker.verifier import FEATURES, Verifier, features
 
 SHIPPED = ProfileConfig.model_validate_json((PROFILES_DIR / "minilm.json").read_text())
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
 def feats(q: str, c: str, similarity: float = 0.9) -> list[float]:
@@ -79,14 +76,3 @@ def test_the_shipped_verifier_serves_plain_paraphrases(question: str, candidate:
 )
 def test_the_shipped_verifier_refuses_other_questions(question: str, candidate: str, reason: str) -> None:
     assert pipeline.refusal(question, candidate, 0.85, True, SHIPPED.verifier) == reason
-
-
-def test_a_check_costs_well_under_a_millisecond() -> None:
-    pairs, _ = read_pairs(DATA / "qqp_pairs_dev.jsonl", limit=400)
-    times = []
-    for p in pairs:
-        start = time.perf_counter()
-        pipeline.refusal(p.text_b, p.text_a, 0.9, True, SHIPPED.verifier)
-        times.append(time.perf_counter() - start)
-    # ~0.1 ms here when the machine is idle; the bound leaves room for a busy one.
-    assert np.median(times) < 1e-3
