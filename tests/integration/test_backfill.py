@@ -28,7 +28,7 @@ from worker.local.servers import LocalStack
 from worker.settings import Settings
 from worker.tiers.pgvector import ensure_schema
 from worker.tools import backfill
-from worker.tools.backfill_read import Fields, plan, read_rows
+from worker.tools.backfill_read import WARM_ALL, Fields, plan, read_rows
 from worker.tools.probes import unfinished_backfills
 
 MEDQUAD = Path(__file__).resolve().parents[1] / "data" / "medquad_excerpt.jsonl"
@@ -140,7 +140,7 @@ def test_duplicates_policy_and_redis_warming(client: Client, rdb: redis.Redis, t
     assert client.ask(question, tenant=tenant, system=SYSTEM).answer == "the first answer"
 
     # keep-last: the file's last answer replaces the stored one, in Postgres and in Redis; a re-run changes nothing.
-    last = backfill.run(options(path, tenant, on_duplicate="keep-last", warm_last=backfill.WARM_ALL), Settings())
+    last = backfill.run(options(path, tenant, on_duplicate="keep-last", warm_last=WARM_ALL), Settings())
     assert (last.inserted, last.updated, last.present, last.warmed) == (0, 1, 4, 5)
     reply = client.ask(question, tenant=tenant, system=SYSTEM)
     assert reply.tier == Tier.EXACT and reply.answer == "the last answer"
