@@ -9,11 +9,14 @@ import signal
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import redis
+from celery import Celery
 
 from producer.base import make_celery
 from producer.client import Client
@@ -90,6 +93,18 @@ def chunks_done(job_id: str) -> tuple[int, int]:
     return int(row[0]), int(row[1])
 
 
+@contextmanager
+def backfill_paused() -> Iterator[Celery]:
+    """The running nodes take no backfill chunk until the block ends; chunks queued meanwhile wait for them."""
+    celery = make_celery(Settings())
+    celery.control.cancel_consumer(BACKFILL_QUEUE, reply=True, timeout=5)
+    try:
+        yield celery
+    finally:
+        celery.control.add_consumer(BACKFILL_QUEUE, reply=True, timeout=5)
+        celery.close()
+
+
 def test_backfill_then_ask_exact_and_paraphrased_without_the_llm(
     client: Client, stack: LocalStack, tenant: str, tmp_path: Path
 ) -> None:
@@ -156,21 +171,18 @@ def test_worker_killed_mid_backfill_then_resume_loads_exactly_once(
     expected = unique_questions(path)
     opts = options(path, tenant)
     settings = Settings()
-    celery = make_celery(settings)
     # Only the node about to be killed takes backfill chunks, so it dies holding one.
-    celery.control.cancel_consumer(BACKFILL_QUEUE, reply=True, timeout=5)
-    try:
-        stack.start_worker("bfkill", "lookup,backfill", "solo", 1)
-        wait_until(lambda: any(name.startswith("bfkill@") for name in ping(celery, 0.5)), timeout=60)
-        started = backfill.start(opts, settings)
-        wait_until(lambda: chunks_done(started.job_id)[0] >= 3, timeout=60)
-        stack.stop_one("bfkill", signal.SIGKILL)
-        done, total = chunks_done(started.job_id)
-        assert 3 <= done < total
-    finally:
-        stack.stop_one("bfkill", signal.SIGKILL)
-        celery.control.add_consumer(BACKFILL_QUEUE, reply=True, timeout=5)
-        celery.close()
+    with backfill_paused() as celery:
+        try:
+            stack.start_worker("bfkill", "lookup,backfill", "solo", 1)
+            wait_until(lambda: any(name.startswith("bfkill@") for name in ping(celery, 0.5)), timeout=60)
+            started = backfill.start(opts, settings)
+            wait_until(lambda: chunks_done(started.job_id)[0] >= 3, timeout=60)
+            stack.stop_one("bfkill", signal.SIGKILL)
+            done, total = chunks_done(started.job_id)
+            assert 3 <= done < total
+        finally:
+            stack.stop_one("bfkill", signal.SIGKILL)
 
     # The dead node's chunk is unacked until the visibility timeout: resume hands it out again now.
     summary = backfill.resume(started.job_id, settings)
@@ -229,20 +241,24 @@ def test_cli_usage_errors(stack: LocalStack, tmp_path: Path) -> None:
 def test_ctrl_c_of_the_producer_then_resume(stack: LocalStack, tenant: str, tmp_path: Path) -> None:
     path = write_jsonl(tmp_path / "ctrlc.jsonl", numbered(400))
     expected = unique_questions(path)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "producer.cli", "backfill", str(path), "--tenant", tenant, "--system", SYSTEM],
-        env={**os.environ, **stack.env()}, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    assert proc.stderr is not None
-    first = proc.stderr.readline()  # "backfill <id>: ... rows read ..." once the job is registered
-    job_id = first.split()[1].rstrip(":")
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=30)
-    assert proc.returncode in (0, 130), err  # 0: it had already finished
-    if proc.returncode == 130:
-        assert f"--resume {job_id}" in err
+    # No node loads a chunk before the resume, so the Ctrl-C always lands while the producer is still waiting.
+    with backfill_paused():
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "producer.cli", "backfill", str(path), "--tenant", tenant, "--system", SYSTEM],
+            env={**os.environ, **stack.env()}, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert proc.stderr is not None
+        first = proc.stderr.readline()  # "backfill <id>: ... rows read ..." once the job is registered
+        job_id = first.split()[1].rstrip(":")
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 130, err
+        assert "interrupted:" in err and f"dejavu backfill --resume {job_id}" in err, err
+        done, total = chunks_done(job_id)
+        assert done == 0 < total
     out = dejavu(stack, "--resume", job_id, "--no-progress")
     assert out.returncode == 0 and job_id in out.stdout, out.stderr
+    assert chunks_done(job_id) == (total, total)
     assert stored(options(path, tenant)) == (expected, expected)
 
 
