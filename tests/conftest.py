@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 import urllib.parse
 import urllib.request
@@ -100,3 +101,22 @@ def wait_until(check: Callable[[], object], timeout: float = 15.0) -> None:
 def llm_calls(stack: LocalStack, question: str) -> int:
     """How many times the stand-in LLM was asked this exact question."""
     return stack.llm_calls(question)
+
+
+def stack_logs(stack: LocalStack) -> str:
+    """What every process of the stack has logged so far (one file each; workers at INFO)."""
+    return "".join(path.read_text(errors="replace") for path in sorted(stack.root.glob("*.log")))
+
+
+def task_result(stack: LocalStack, task_id: str) -> str:
+    """The return value a worker logged for task `task_id`, once it has run: the worker's own word that it acted.
+    Celery logs it at INFO ("Task NAME[ID] succeeded in Ts: VALUE"), the level LocalStack starts workers at."""
+    succeeded = re.compile(rf"\[{re.escape(task_id)}\] succeeded in [^:]*: (.*)")
+    found: list[str] = []
+
+    def ran() -> bool:
+        found[:] = succeeded.findall(stack_logs(stack))
+        return bool(found)
+
+    wait_until(ran)
+    return found[0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import json
 import time
@@ -18,13 +19,16 @@ from producer.client import Client
 from schemas.cache import CacheEntry, WritebackJob
 from schemas.keys import LOOKUP_QUEUE, LOOKUP_TASK, WRITEBACK_QUEUE, WRITEBACK_TASK, entry_prefix, reply_key
 from schemas.messages import ErrorCode, Tier
-from tests.conftest import llm_calls, wait_until
+from tests.conftest import llm_calls, stack_logs, task_result, wait_until
 from worker.local.servers import LocalStack
 from worker.settings import Settings
+from worker.tiers import Stored
 
 QUESTION = "What are the symptoms of glaucoma?"
 PARAPHRASE = "What are the signs and symptoms of glaucoma?"
 PROFILE = "minilm"
+# What a lookup node logs when it drops a broker message that is not a task (worker/broker.py).
+NOT_AN_ENVELOPE = "not a Kombu envelope"
 
 
 def redis_entry_exists(rdb: redis.Redis, entry_id: str) -> bool:
@@ -143,8 +147,9 @@ def test_llm_failure_is_an_error_reply_and_nothing_is_cached(
     assert again.error is not None and again.error.code == code
 
 
-def send_raw(client: Client, payload: str) -> None:
-    client.celery.send_task(LOOKUP_TASK, args=[payload], queue=LOOKUP_QUEUE)
+def send_raw(client: Client, payload: str) -> str:
+    """Send `payload` as the lookup task's argument, unchecked; returns the task id."""
+    return str(client.celery.send_task(LOOKUP_TASK, args=[payload], queue=LOOKUP_QUEUE).id)
 
 
 def valid_payload(client: Client, tenant: str, question: str) -> dict[str, Any]:
@@ -172,12 +177,18 @@ def test_malformed_request_gets_an_error_reply(
     assert expected in reply.error.message
 
 
-def test_worker_survives_garbage_and_keeps_serving(client: Client, rdb: redis.Redis, tenant: str) -> None:
+def test_worker_survives_garbage_and_keeps_serving(
+    client: Client, rdb: redis.Redis, stack: LocalStack, tenant: str
+) -> None:
+    envelopes_dropped = stack_logs(stack).count(NOT_AN_ENVELOPE)
     # No usable reply_to in these: the worker logs and drops them.
-    for garbage in ["{not json", "[]", "null", json.dumps({"reply_to": "victim:key", "request_id": "x"})]:
-        send_raw(client, garbage)
+    garbage = ["{not json", "[]", "null", json.dumps({"reply_to": "victim:key", "request_id": "x"})]
+    task_ids = [send_raw(client, payload) for payload in garbage]
     # A raw non-Celery message on the queue, as a broken producer might push.
     rdb.lpush(LOOKUP_QUEUE, b"\x00\xffnot a celery message")
+    # Once each task has run to its end and the raw message has been read and dropped, nothing was written.
+    assert [task_result(stack, task_id) for task_id in task_ids] == ["None"] * len(garbage)
+    wait_until(lambda: stack_logs(stack).count(NOT_AN_ENVELOPE) > envelopes_dropped)
     assert not rdb.exists("victim:key")
     assert client.ask(QUESTION, tenant=tenant).ok
 
@@ -199,7 +210,7 @@ def test_reply_waits_for_a_late_listener(client: Client, rdb: redis.Redis, tenan
     assert client.get_reply(request_id, timeout=5).ok
 
 
-def test_writeback_twice_stores_one_entry(client: Client, rdb: redis.Redis, tenant: str) -> None:
+def test_writeback_twice_stores_one_entry(client: Client, rdb: redis.Redis, stack: LocalStack, tenant: str) -> None:
     vector = np.random.default_rng(7).standard_normal(384).astype(np.float32)
     vector /= np.linalg.norm(vector)
     entry = CacheEntry(
@@ -209,13 +220,12 @@ def test_writeback_twice_stores_one_entry(client: Client, rdb: redis.Redis, tena
     )  # fmt: skip
     payload = WritebackJob(entry=entry).model_dump_json()
     assert json.loads(payload)["entry"]["vector"] == b64encode(vector.tobytes()).decode()
-    for _ in range(2):
-        client.celery.send_task(WRITEBACK_TASK, args=[payload], queue=WRITEBACK_QUEUE)
-    wait_until(lambda: pg_rows("tenant = $1", tenant) >= 1 and redis_entry_exists(rdb, entry.entry_id))
-    time.sleep(1.0)  # let the second run finish too
-    assert pg_rows("tenant = $1", tenant) == 1
-    keys = list(rdb.scan_iter(f"{entry_prefix(PROFILE)}wb-{tenant}*"))
-    assert len(keys) == 1
+    task_ids = [client.celery.send_task(WRITEBACK_TASK, args=[payload], queue=WRITEBACK_QUEUE).id for _ in range(2)]
+    # Each run returns what it did per tier. First write wins: one run stored the entry, the other found it there
+    # (a run that wrote over it would say "stored" too).
+    done = [ast.literal_eval(task_result(stack, str(task_id))) for task_id in task_ids]
+    assert sorted(d["redis"] for d in done) == sorted(d["pgvector"] for d in done) == [Stored.PRESENT, Stored.STORED]
+    assert pg_rows("id = $1", entry.entry_id) == 1 and redis_entry_exists(rdb, entry.entry_id)
 
 
 def test_flower_api_lists_the_worker(stack: LocalStack) -> None:
