@@ -10,10 +10,12 @@ from typing import Any
 import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from producer.client import Client
 from schemas.keys import LOOKUP_QUEUE, LOOKUP_TASK
-from schemas.messages import ErrorCode
+from schemas.messages import CTX_ALLOW_EXPIRED, CTX_MAX_QUESTION_BYTES, ChatRequest, ErrorCode
+from schemas.settings import CommonSettings
 from schemas.taskwire import task_message
 from tests.fuzz_strategies import deeply_nested, json_values, mutated_requests, valid_request
 from tests.integration.conftest import Gateway, post
@@ -24,15 +26,34 @@ TENANT = f"fuzz-{uuid.uuid4().hex[:8]}"
 GATEWAY_STATUSES = {200, 400, 413, 422, 502, 503, 504}
 
 
+def expected_error(raw: str) -> ErrorCode | None:
+    """The error the contract calls for, as a worker validates `raw` (None: a valid request, still in time)."""
+    context = {CTX_MAX_QUESTION_BYTES: CommonSettings().max_question_bytes, CTX_ALLOW_EXPIRED: True}
+    try:
+        request = ChatRequest.model_validate_json(raw, context=context)
+    except ValidationError:
+        return ErrorCode.INVALID_REQUEST
+    return ErrorCode.DEADLINE if request.expired() else None
+
+
 @FUZZ
 @given(mutated_requests(tenant=TENANT))
 def test_lookup_task_answers_every_mutated_request(client: Client, rdb: redis.Redis, request: dict[str, Any]) -> None:
     # The request keeps its request_id and reply_to, so whatever else is wrong it can be answered.
-    rdb.lpush(LOOKUP_QUEUE, task_message(LOOKUP_TASK, LOOKUP_QUEUE, [json.dumps(request)]))
+    raw = json.dumps(request)
+    expected = expected_error(raw)
+    rdb.lpush(LOOKUP_QUEUE, task_message(LOOKUP_TASK, LOOKUP_QUEUE, [raw]))
     reply = client.get_reply(request["request_id"], timeout=20)
     assert reply.request_id == request["request_id"]
-    assert reply.ok or (reply.error is not None and reply.error.code in set(ErrorCode))
-    assert reply.ok == (reply.answer is not None)
+    if expected is None:
+        assert reply.error is None and reply.answer and reply.tier is not None, reply
+    else:
+        assert reply.error is not None and reply.error.code == expected and reply.answer is None, reply
+
+
+def test_the_lookup_task_still_serves_after_the_fuzz(client: Client) -> None:
+    reply = client.ask(f"Alive after the fuzz {uuid.uuid4().hex}?", tenant=TENANT)
+    assert reply.ok and reply.answer, reply
 
 
 @FUZZ
