@@ -34,9 +34,10 @@ lint: install  ## ruff and mypy
 test: lint  ## lint, then the unit and integration tests against real servers the suite starts
 	$(BIN)/pytest
 
-bench: install  ## latency per tier, hits/s (direct and gateway), full MedQuAD backfill; bench/results/latest.json
+bench: install  ## latency per tier, hits/s (direct and gateway), full MedQuAD backfill, streamed-miss first token; bench/results/latest.json
 	$(BIN)/python -m bench.spine
 	$(BIN)/python -m bench.backfill
+	$(BIN)/python -m bench.ttft
 
 $(BENCH_STAMP): $(STAMP)
 	$(BIN)/pip install -q -e ".[worker,calibrate,local,dev,bench]"
