@@ -54,9 +54,7 @@ class Coalescer:
                 raise DeadlineExceeded("the deadline passed while waiting for the same question's LLM answer")
             await asyncio.sleep(POLL_S)
 
-    async def _lead(
-        self, pending: str, published: str | None, token: str, call: Callable[[], Awaitable[str]]
-    ) -> str:
+    async def _lead(self, pending: str, published: str | None, token: str, call: Callable[[], Awaitable[str]]) -> str:
         renew = asyncio.create_task(self._renew(pending, token))
         try:
             text = await call()
