@@ -49,13 +49,13 @@ def test_different_questions_are_refused(question: str, candidate: str, reason: 
         ("What is glaucoma?", "what is Glaucoma"),
         # A negation in context the other side does not have negates nothing it asks.
         ("How can I improve my English?", "What are the best ways to improve my English because I'm not good at it?"),
-        ("Is olive oil good for the face?", "Is olive oil good for the face? Why or why not?"),
+        ("Is coconut oil good for dry skin?", "Is coconut oil good for dry skin? Why or why not?"),
         # Detail on one side only: a year, a name, a second kind of question.
         ("How do I prepare for the GATE?", "How do I prepare for the GATE 2015?"),
-        ("How can one become a good listener?", "How can I become a good listener?"),
+        ("How can one become a patient teacher?", "How can I become a patient teacher?"),
         ("Which one is the best laptop?", "What is the best laptop?"),
-        ("What were Alexander the Great's accomplishments?", "What were Alexander's biggest accomplishments?"),
-        ("Who is the cutest actress in Bollywood?", "Who is most cutest Actress in bollywood?"),
+        ("What were Marie Curie's discoveries?", "What were Curie's biggest discoveries?"),
+        ("Who is the funniest comedian in Britain?", "Who is most funniest Comedian in britain?"),
         ("What are the symptoms of anemia?", "What causes anemia and what are its symptoms?"),
     ],
 )
