@@ -279,7 +279,7 @@ def semantic_hits(
     from producer.settings import ProducerSettings
     from worker.settings import Settings
     from worker.tools import backfill
-    from worker.tools.backfill_read import Fields
+    from worker.tools.backfill_read import WARM_ALL, Fields
 
     env = {
         "DEJAVU_EMBED_PROFILE": "mxbai",
@@ -307,7 +307,7 @@ def semantic_hits(
                             f.write(json.dumps({"question": q, "answer": f"answer {i}"}) + "\n")
                     options = backfill.Options(
                         source=str(source), fields=Fields("question", "answer"), tenant=tenant,
-                        warm_last=backfill.WARM_ALL, rejects_path=cache / "mxbai-rejects.jsonl",
+                        warm_last=WARM_ALL, rejects_path=cache / "mxbai-rejects.jsonl",
                     )  # fmt: skip
                     backfill.run(options, settings)
                 latencies, tiers = [], []

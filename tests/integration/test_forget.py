@@ -31,7 +31,7 @@ from worker.local.servers import LocalStack
 from worker.runtime import Runtime
 from worker.settings import Settings
 from worker.tools import backfill
-from worker.tools.backfill_read import Fields
+from worker.tools.backfill_read import WARM_ALL, Fields
 
 PROFILE = "minilm"
 
@@ -347,7 +347,7 @@ def test_backfill_leaves_out_blocklisted_pairs(client: Client, rdb: redis.Redis,
     rows = [{"question": f"What is remedy {tag}-{i}?", "answer": f"remedy {i}"} for i in range(3)]
     path = tmp_path / "remedies.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    opts = backfill.Options(source=str(path), fields=Fields(), tenant=tenant, warm_last=backfill.WARM_ALL)
+    opts = backfill.Options(source=str(path), fields=Fields(), tenant=tenant, warm_last=WARM_ALL)
     assert backfill.run(opts, Settings()).inserted == 3
     scope = backfill.scope_of(opts, Settings())
     bad = entry_id(scope, question_hash(rows[1]["question"]))
