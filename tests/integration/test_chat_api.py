@@ -12,9 +12,10 @@ from typing import Any
 import openai
 import pytest
 import redis
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import llm_calls, wait_until
-from tests.integration.conftest import Gateway
+from tests.integration.conftest import Gateway, get
 from tests.integration.test_gateway import wait_for_entry
 from worker.local.servers import LocalStack
 
@@ -214,3 +215,36 @@ def test_coalesced_followers_of_a_streaming_leader_get_the_whole_answer(gateway:
         )
         thread.join(30)
     assert results == [text] and llm_calls(stack, question) == 1
+
+
+def test_metrics_count_llm_calls_and_tokens_spent_and_saved_per_tenant(
+    sdk: openai.OpenAI, gateway: Gateway, rdb: redis.Redis
+) -> None:
+    tenant = gateway.keys[gateway.key_a]
+
+    def series() -> dict[tuple[str, str], float]:
+        _, body = get(gateway, "/metrics")
+        return {
+            (s.name, ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(body.decode())
+            for s in family.samples
+            if s.name.startswith(("dejavu_llm_calls", "dejavu_tokens"))
+            and s.name.endswith("_total")
+            and s.labels.get("tenant") == tenant
+        }
+
+    before = series()
+    messages = [{"role": "user", "content": fresh("Which vitamins dissolve in fat")}]
+    miss, headers = create(sdk, messages)
+    wait_for_entry(rdb, headers["x-dejavu-entry"])
+    create(sdk, messages)
+    moved = {key: value - before.get(key, 0.0) for key, value in series().items() if value != before.get(key, 0.0)}
+    usage = miss.usage
+    assert moved == {
+        ("dejavu_llm_calls_total", f"tenant={tenant}"): 1,
+        ("dejavu_llm_calls_avoided_total", f"tenant={tenant},tier=exact"): 1,
+        ("dejavu_tokens_spent_total", f"kind=prompt,tenant={tenant}"): usage.prompt_tokens,
+        ("dejavu_tokens_spent_total", f"kind=completion,tenant={tenant}"): usage.completion_tokens,
+        ("dejavu_tokens_saved_total", f"kind=prompt,tenant={tenant},tier=exact"): usage.prompt_tokens,
+        ("dejavu_tokens_saved_total", f"kind=completion,tenant={tenant},tier=exact"): usage.completion_tokens,
+    }
