@@ -28,7 +28,7 @@ from schemas.cache import Scope, entry_id, question_hash
 from worker.embed import Embedder
 from worker.settings import Settings
 from worker.tools import backfill
-from worker.tools.backfill_read import Fields
+from worker.tools.backfill_read import WARM_ALL, Fields
 
 
 @dataclass(frozen=True)
@@ -93,8 +93,8 @@ class RedisVL:
     name = "redisvl"
 
     def __init__(self, embedder: Embedder, redis_url: str, threshold: float) -> None:
-        from redisvl.extensions.cache.llm import SemanticCache
-        from redisvl.utils.vectorize import CustomTextVectorizer
+        from redisvl.extensions.cache.llm import SemanticCache  # type: ignore[import-untyped]
+        from redisvl.utils.vectorize import CustomTextVectorizer  # type: ignore[import-untyped]
 
         vectorizer = CustomTextVectorizer(embed=lambda text: embedder.embed_one(text).tolist())
         # RedisVL's threshold is a Redis COSINE distance, 1 - cosine similarity (its docstring: "[0-2]").
@@ -142,10 +142,10 @@ class GPTCache:
     name = "gptcache"
 
     def __init__(self, embedder: Embedder, threshold: float, root: Path, capacity: int) -> None:
-        from gptcache import Cache, Config
-        from gptcache.manager import CacheBase, VectorBase, get_data_manager
-        from gptcache.processor.pre import get_prompt
-        from gptcache.similarity_evaluation import SearchDistanceEvaluation
+        from gptcache import Cache, Config  # type: ignore[import-untyped]
+        from gptcache.manager import CacheBase, VectorBase, get_data_manager  # type: ignore[import-untyped]
+        from gptcache.processor.pre import get_prompt  # type: ignore[import-untyped]
+        from gptcache.similarity_evaluation import SearchDistanceEvaluation  # type: ignore[import-untyped]
 
         root.mkdir(parents=True, exist_ok=True)
         directory = tempfile.mkdtemp(dir=root)
@@ -166,7 +166,7 @@ class GPTCache:
         self.index: dict[str, int] = {}
 
     def store(self, entries: Sequence[Entry]) -> float:
-        from gptcache.adapter.api import put
+        from gptcache.adapter.api import put  # type: ignore[import-untyped]
 
         self.index = _index_by_question(entries)
         start = time.perf_counter()
@@ -219,7 +219,7 @@ class Ours:
             for e in entries:
                 f.write(json.dumps({"question": e.question, "answer": e.answer}) + "\n")
         options = backfill.Options(source=str(source), fields=Fields("question", "answer"), tenant=self.tenant,
-                                   warm_last=backfill.WARM_ALL, rejects_path=self.root / "rejects.jsonl")  # fmt: skip
+                                   warm_last=WARM_ALL, rejects_path=self.root / "rejects.jsonl")  # fmt: skip
         self.backfill = backfill.run(options, self.settings)
         return self.backfill.read / self.backfill.seconds
 

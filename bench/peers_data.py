@@ -139,7 +139,7 @@ def cached_vectors(
         digest.update(t.encode("utf-8") + b"\x00")
     path = cache_dir / f"{name}-{digest.hexdigest()[:16]}.npy"
     if path.is_file():
-        return np.load(path)
+        return np.asarray(np.load(path), dtype=np.float32)
     vectors = np.ascontiguousarray(embed(texts), dtype=np.float32)
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npy")
