@@ -6,6 +6,12 @@ same questions, and judges every hit against an exhaustive numpy search. Then: r
 tiers at 10k and ~80k entries (bench.recall) and the cost of an mxbai-embed-large-shaped embedder
 (bench.mxbai_shape). Prints a table, draws bench/results/peers.png and writes bench/results/peers.json.
 
+CPU per semantic hit (bench.cpu): after its other figures, each system is asked the semantic-hit questions by
+--callers callers CPU_REPS times while the CPU of every process it uses is read before and after (this process,
+and for this project the stack's Redis, Postgres, stand-in LLM, workers and gateway; for RedisVL the stack's
+Redis); medians. Right after each gateway repetition a bare aiohttp app (bench.bare_aiohttp) gets the same
+requests with the same concurrency, for the gateway's own CPU per request beside the HTTP hop's.
+
 The stand-in LLM answers at once here (--llm-delay-ms 0): a miss then costs what the cache itself spends on it.
 """
 
@@ -17,10 +23,14 @@ import math
 import os
 import platform
 import shutil
+import socket
+import statistics
+import sys
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +39,12 @@ import numpy as np
 import redis
 
 from bench import mxbai_shape, recall
+from bench.cpu import METHOD, SELF, Sampler, counters_delta, redis_counters, stack_groups
 from bench.peer_systems import Gateway, GPTCache, Ours, RedisVL, Reference, Served, System, served_indices
 from bench.peers_data import KINDS, Query, Workload, cached_vectors, workload
 from bench.reference import MISS, Nearest, agreement, nearest
 from bench.report import chart, headline, print_table, write_json
-from bench.stats import pct
+from bench.stats import machine, pct
 from schemas.keys import COALESCED_ANSWER_PREFIX, entry_prefix
 from worker import pipeline, sqlfiles
 from worker.embed import Embedder
@@ -44,6 +55,8 @@ from worker.verifier import Verifier
 RESULTS = Path(__file__).resolve().parent / "results"
 TENANT = "peers"
 GATEWAY_KEY = "peers-key"
+CPU_REPS = 3
+BARE = "bare-aiohttp"
 
 
 def sequential(lookup: Any, texts: Sequence[str]) -> tuple[list[float], list[Served], float]:
@@ -190,6 +203,121 @@ def measure(
     return out
 
 
+def cpu_rep(
+    system: System, texts: Sequence[str], callers: int, sampler: Sampler, rdb: redis.Redis
+) -> tuple[list[Served], dict[str, Any]]:
+    """One repetition of the CPU phase: `callers` callers share `texts`; CPU per component and Redis's counters."""
+    before = redis_counters(rdb.info("commandstats"), rdb.info("cpu"))
+    sampler.start()
+    served, _ = concurrent(system, texts, callers)
+    window = sampler.stop()
+    d = counters_delta(before, redis_counters(rdb.info("commandstats"), rdb.info("cpu")))
+    return served, {
+        "lookups": len(texts), "hits": sum(s.entry != MISS for s in served),
+        "answered": sum(s.answer is not None for s in served), "wall_s": round(window.wall_s, 3),
+        "cpu_ms": {k: round(v, 2) for k, v in window.cpu_ms.items()},
+        "ft_search_calls": int(d["calls"]), "ft_search_cpu_ms": round(d["usec"] / 1000, 2),
+    }  # fmt: skip
+
+
+def cpu_summary(reps: list[dict[str, Any]], components: Sequence[str], per: str = "hits") -> dict[str, Any]:
+    """Medians over the repetitions of CPU ms per hit (`per`: "hits", or "answered" for the bare app) and per
+    lookup, summed over `components`; the breakdown is the median repetition's."""
+
+    def total(rep: dict[str, Any]) -> float:
+        return float(sum(rep["cpu_ms"].get(c, 0.0) for c in components))
+
+    per_hit = [total(r) / r[per] if r[per] else math.nan for r in reps]
+    middle = reps[sorted(range(len(reps)), key=lambda i: per_hit[i])[len(reps) // 2]]
+    calls = [r["ft_search_cpu_ms"] / r["ft_search_calls"] for r in reps if r["ft_search_calls"]]
+    return {
+        "components": list(components),
+        "cpu_ms_per_hit": round(statistics.median(per_hit), 3),
+        "cpu_ms_per_lookup": round(statistics.median(total(r) / r["lookups"] for r in reps), 3),
+        "median_rep_cpu_ms_per_hit": {c: round(middle["cpu_ms"].get(c, 0.0) / middle[per], 3) for c in components}
+        if middle[per] else {},
+        "ft_search_cpu_ms_per_call": round(statistics.median(calls), 4) if calls else None,
+        "hits_per_s": round(statistics.median(r[per] / r["wall_s"] for r in reps), 1),
+        "reps": reps,
+    }  # fmt: skip
+
+
+def cpu_per_hit(
+    system: System, texts: Sequence[str], callers: int, sampler: Sampler, rdb: redis.Redis,
+    components: Sequence[str], forget: Forgetter | None,
+) -> dict[str, Any]:  # fmt: skip
+    """CPU per semantic hit, CPU_REPS repetitions of the fixed `callers`-caller phase."""
+    reps = []
+    for _ in range(CPU_REPS):
+        served, rep = cpu_rep(system, texts, callers, sampler, rdb)
+        if forget is not None:  # outside the window
+            forget(texts, served)
+        reps.append(rep)
+    return cpu_summary(reps, components)
+
+
+def gateway_cpu(
+    gateway: System,
+    bare: System,
+    texts: Sequence[str],
+    callers: int,
+    sampler: Sampler,
+    rdb: redis.Redis,
+    components: Sequence[str],
+    forget: Forgetter,
+) -> dict[str, Any]:
+    """The gateway's CPU phase, each repetition followed at once by the same requests to the bare aiohttp app."""
+    reps, bare_reps = [], []
+    for _ in range(CPU_REPS):
+        served, rep = cpu_rep(gateway, texts, callers, sampler, rdb)
+        reps.append(rep)
+        bare_reps.append(cpu_rep(bare, texts, callers, sampler, rdb)[1])
+        forget(texts, served)
+    out = cpu_summary(reps, components)
+    own = cpu_summary(reps, ["gateway"])
+    bare_own = cpu_summary(bare_reps, [BARE], per="answered")
+    return out | {
+        "gateway_process_cpu_ms_per_hit": own["cpu_ms_per_hit"],
+        "gateway_process_cpu_ms_per_request": own["cpu_ms_per_lookup"],
+        BARE: {k: bare_own[k] for k in ("cpu_ms_per_hit", "hits_per_s", "reps")},
+    }
+
+
+def start_bare(stack: LocalStack) -> str:
+    """bench.bare_aiohttp as one more of the stack's processes (stopped with it); returns its base URL."""
+    port = free_port()
+    stack.spawn(BARE, [sys.executable, "-m", "bench.bare_aiohttp", "--port", str(port)])
+    end = time.monotonic() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return f"http://127.0.0.1:{port}"
+        except OSError:
+            if stack.procs[BARE].poll() is not None or time.monotonic() > end:
+                raise RuntimeError(f"{BARE} did not start; see {stack.root / (BARE + '.log')}") from None
+            time.sleep(0.1)
+
+
+@contextmanager
+def session_of(embedder: Embedder, other: Embedder) -> Iterator[None]:
+    """`embedder` runs `other`'s onnxruntime session (same model, other thread settings) inside the block: how the
+    in-process peers, which hold `embedder`, are measured with one intra-op thread as well as two."""
+    mine = embedder.session
+    embedder.session = other.session
+    try:
+        yield
+    finally:
+        embedder.session = mine
+
+
+def idle_cpu(sampler: Sampler, seconds: float = 3.0) -> dict[str, float]:
+    """CPU ms per second each component spends with nothing asked: the floor under every phase's figures."""
+    sampler.start()
+    time.sleep(seconds)
+    window = sampler.stop()
+    return {k: round(v / window.wall_s, 2) for k, v in window.cpu_ms.items()}
+
+
 def start_stack(args: argparse.Namespace, root: Path) -> tuple[LocalStack, str, int]:
     shutil.rmtree(root, ignore_errors=True)
     stack = LocalStack(root, redis_port=free_port(), pg_port=free_port(), llm_port=free_port(),
@@ -253,6 +381,7 @@ def main() -> None:
             results["systems"] = run_systems(
                 args, stack, settings, embedder, wl, ref, ref_refused, vecs, entry_vecs, semantic, gateway_url, nodes
             )
+            results["cpu_setup"] = results["systems"].pop("cpu_setup")
         if "recall" not in skip:
             scales = [int(s) for s in args.scales.split(",")]
             queries = np.concatenate([vecs[k] for k in KINDS])
@@ -265,7 +394,7 @@ def main() -> None:
         os.environ.clear()
         os.environ.update(saved_env)
     results |= {"model": profile.name, "quantize": profile.quantize, "cores": os.cpu_count(),
-                "cpu": platform.processor() or platform.machine(),
+                "cpu": platform.processor() or platform.machine(), "machine": machine(),
                 "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}  # fmt: skip
     results |= headline(results)
     print_table(results)
@@ -283,6 +412,21 @@ def run_systems(
     threshold = embedder.profile.threshold_redis
     out: dict[str, Any] = {}
     root = Path(".var/bench-peers")
+    bare_url = start_bare(stack)
+    sampler = Sampler(stack_groups(stack.procs))
+    rdb = redis.Redis.from_url(stack.redis_url)
+    workers = [name for name in stack.procs if name.startswith(("lookup", "io"))]
+    ours_components = [SELF, "redis", "postgres", "standin-llm", *workers]
+    # The in-process peers embed with 2 intra-op threads (as one app process would use both cores); onnxruntime's
+    # threads spin while they wait, which costs CPU, so they are measured with 1 thread too, as the workers run.
+    single = Embedder(embedder.profile, settings.model_cache_dir, threads=1)
+    single.warm_up()
+    cpu_setup = {
+        "method": METHOD, "reps": CPU_REPS, "callers": args.callers, "questions": len(semantic),
+        "embed_threads": {"in_process_peers": ["2 (cpu)", "1 (cpu_1_thread)"], "workers": settings.embed_threads},
+        "redis_per_call": "INFO commandstats: cmdstat_FT.SEARCH usec / calls",
+        "redis_search_config": search_config(rdb), "idle_cpu_ms_per_s": idle_cpu(sampler),
+    }  # fmt: skip
     peers: list[System] = [
         Reference(embedder, entry_vecs, threshold),
         RedisVL(embedder, stack.redis_url, threshold),
@@ -296,6 +440,14 @@ def run_systems(
         out[system.name] |= measure(
             system, wl, ref, ref_refused, vecs, entry_vecs, threshold, semantic, args.callers, None
         )
+        # In-process: this process, and RedisVL's Redis (GPTCache here is sqlite + faiss, in this process).
+        components = [SELF, "redis"] if system.name == "redisvl" else [SELF]
+        if semantic:
+            print(f"{system.name}: CPU per semantic hit ...", flush=True)
+            out[system.name]["cpu"] = cpu_per_hit(system, semantic, args.callers, sampler, rdb, components, None)
+            with session_of(embedder, single):
+                out[system.name]["cpu_1_thread"] = cpu_per_hit(system, semantic, args.callers, sampler, rdb,
+                                                                components, None)  # fmt: skip
         system.close()
 
     ours = Ours(settings, TENANT, root)
@@ -311,6 +463,16 @@ def run_systems(
             out[system.name] |= measure(
                 system, wl, ref, ref_refused, vecs, entry_vecs, threshold, semantic, args.callers, forget
             )
+            if not semantic:
+                continue
+            print(f"{system.name}: CPU per semantic hit ...", flush=True)
+            if system is ours:
+                out[system.name]["cpu"] = cpu_per_hit(system, semantic, args.callers, sampler, rdb,
+                                                      ours_components, forget)  # fmt: skip
+            else:
+                bare = Gateway(bare_url, GATEWAY_KEY, settings.llm_model, ours)
+                out[system.name]["cpu"] = gateway_cpu(system, bare, semantic, args.callers, sampler, rdb,
+                                                      [*ours_components, "gateway"], forget)  # fmt: skip
         assert ours.backfill is not None
         out[ours.name]["backfill"] = {"rows": ours.backfill.read, "seconds": round(ours.backfill.seconds, 2),
                                       "embed_share": round(ours.backfill.embed_share, 3)}  # fmt: skip
@@ -318,7 +480,24 @@ def run_systems(
     finally:
         forget.close()
         ours.close()
+        rdb.close()
+    out["cpu_setup"] = cpu_setup
     return out
+
+
+def search_config(rdb: redis.Redis) -> dict[str, Any]:
+    """RediSearch's version and its query-thread settings: with worker threads a query runs off Redis's main
+    thread, and commandstats would no longer time it whole. (2.10 as shipped here has no WORKERS setting: queries
+    run on the main thread, and INFO cpu's main-thread figure equals the whole server's in the recall part.)"""
+
+    def text(x: Any) -> str:
+        return x.decode() if isinstance(x, bytes) else str(x)
+
+    modules = {text(m.get(b"name", m.get("name"))): m.get(b"ver", m.get("ver")) for m in rdb.module_list()}
+    config = rdb.execute_command("FT.CONFIG", "GET", "*")  # type: ignore[no-untyped-call]
+    items = config.items() if isinstance(config, dict) else config
+    return {"redisearch_version": modules.get("search"),
+            "worker_settings": {text(k): text(v) for k, v in items if "WORKER" in text(k).upper()}}  # fmt: skip
 
 
 def stored_vector_agreement(

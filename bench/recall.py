@@ -21,6 +21,7 @@ import numpy as np
 import redis.asyncio as aioredis
 from pgvector.asyncpg import register_vector
 
+from bench.cpu import counters_delta, redis_counters
 from bench.peers_data import Workload, cached_vectors, extra_paraphrases, scale_corpus
 from bench.reference import MISS, agreement, nearest
 from bench.stats import pct
@@ -40,6 +41,7 @@ PROFILE = "recall"
 SCOPE = Scope("recall", "recall-model", "no-system", "no-history")
 REDIS_EF = (10, 20, 50, 100, 200, 400)
 PG_EF = (20, 40, 100, 200, 400)
+CPU_REPS = 3
 
 
 def run(
@@ -66,15 +68,16 @@ def run(
     labels = {scales[0]: "10k", scales[-1]: "80k"} if len(scales) > 1 else {scales[0]: "10k"}
     headline: dict[str, float] = {}
     for n, label in labels.items():
-        count = str(min(max(n, len(wl.entries)), len(corpus)))
-        sweep = out["scales"][count]["sweep"]
+        key = str(min(max(n, len(wl.entries)), len(corpus)))
+        sweep = out["scales"][key]["sweep"]
         headline[f"agreement_redis_{label}"] = sweep["redis"][f"ef_runtime={settings.redis_ef_runtime}"]["agreement"][
             "fraction"
         ]
         headline[f"agreement_pgvector_{label}"] = sweep["pgvector"][f"ef_search={settings.pg_ef_search}"]["agreement"][
             "fraction"
         ]
-        headline[f"entries_{label}"] = int(count)
+        headline[f"entries_{label}"] = int(key)
+        headline[f"redis_cpu_ms_per_knn_{label}"] = out["scales"][key]["knn_cpu"]["ft_search_cpu_ms_per_call"]
     out["headline"] = headline
     return out
 
@@ -93,6 +96,10 @@ async def _one_scale(
         await _clear(client, conn)
         load = {"redis_s": await _load_redis(client, settings, texts, ids, vectors, dim)}
         load |= await _load_pg(conn, settings, texts, ids, vectors, dim)
+        # Redis's own CPU per KNN at the default EF_RUNTIME, before the other indexes below are built.
+        knn_cpu = await _knn_cpu(
+            client, RedisTier(client, PROFILE, dim, settings.redis_ttl_s, settings.redis_ef_runtime), query_vecs
+        )
         sweep: dict[str, dict[str, Any]] = {"redis": {}, "pgvector": {}}
         for ef in REDIS_EF:
             tier = RedisTier(client, PROFILE, dim, settings.redis_ttl_s, ef)
@@ -128,10 +135,34 @@ async def _one_scale(
                 await pool.close()
         await _clear(client, conn)
         return {"entries": len(texts), "reference_hits": int(ref.hits(threshold).sum()),
-                "queries": len(query_vecs), "load": load, "sweep": sweep}  # fmt: skip
+                "queries": len(query_vecs), "load": load, "knn_cpu": knn_cpu, "sweep": sweep}  # fmt: skip
     finally:
         await conn.close()
         await client.aclose()
+
+
+async def _knn_cpu(client: aioredis.Redis, tier: RedisTier, query_vecs: np.ndarray) -> dict[str, Any]:
+    """Redis's CPU per semantic lookup: every question through the pipeline's KNN query (RedisTier.lookup_similar),
+    one caller, CPU_REPS times; medians. Per call from INFO commandstats (FT.SEARCH's usec / calls: the time Redis
+    spent executing the command, without reading it off the socket or writing the reply) and, beside it, the whole
+    server's CPU from INFO cpu (used_cpu_sys + used_cpu_user, all threads) per lookup, which also holds the
+    network I/O and whatever else the server did meanwhile (the workers' idle queue polls)."""
+    reps = []
+    for _ in range(CPU_REPS):
+        before = redis_counters(await client.info("commandstats"), await client.info("cpu"))
+        for q in query_vecs:
+            await tier.lookup_similar(SCOPE.scope_id, q)
+        d = counters_delta(before, redis_counters(await client.info("commandstats"), await client.info("cpu")))
+        n = len(query_vecs)
+        reps.append({
+            "lookups": n, "ft_search_calls": int(d["calls"]),
+            "ft_search_cpu_ms_per_call": round(d["usec"] / max(d["calls"], 1) / 1000, 4),
+            "server_cpu_ms_per_lookup": round(d["cpu_s"] * 1000 / n, 4),
+            "main_thread_cpu_ms_per_lookup": round(d["main_thread_cpu_s"] * 1000 / n, 4),
+        })  # fmt: skip
+    keys = ("ft_search_cpu_ms_per_call", "server_cpu_ms_per_lookup", "main_thread_cpu_ms_per_lookup")
+    return {k: round(float(np.median([r[k] for r in reps])), 4) for k in keys} | {
+        "ef_runtime": tier.ef_runtime, "reps": reps}  # fmt: skip
 
 
 async def _ask(
@@ -158,7 +189,7 @@ async def _ask_other_index(
     vectors: np.ndarray, query_vecs: np.ndarray, threshold: float,
 ) -> dict[str, Any]:  # fmt: skip
     """The same hashes under another vector index (FLAT, or HNSW built otherwise), asked the pipeline's query."""
-    await client.execute_command(
+    await client.execute_command(  # type: ignore[no-untyped-call]
         "FT.CREATE", OTHER_INDEX, "ON", "HASH", "PREFIX", 1, entry_prefix(PROFILE),
         "SCHEMA", "scope", "TAG", "vec", "VECTOR", *vector_field,
     )  # fmt: skip
@@ -166,14 +197,14 @@ async def _ask_other_index(
     try:
         return await _ask(_raw_knn(client, OTHER_INDEX, options), position, ref, vectors, query_vecs, threshold)
     finally:
-        await client.execute_command("FT.DROPINDEX", OTHER_INDEX)
+        await client.execute_command("FT.DROPINDEX", OTHER_INDEX)  # type: ignore[no-untyped-call]
 
 
 def _raw_knn(client: aioredis.Redis, index: str, options: str) -> Any:
     """The pipeline's KNN 1 query with other query options, on any index over the tier's hashes."""
 
     async def lookup(scope_id: str, vector: np.ndarray) -> Any:
-        reply = await client.execute_command(
+        reply = await client.execute_command(  # type: ignore[no-untyped-call]
             "FT.SEARCH", index, f"(@scope:{{{scope_id}}})=>[KNN 1 @vec $v {options} AS dist]",
             "PARAMS", 2, "v", vector.astype(np.float32).tobytes(), "RETURN", 1, "dist",
             "SORTBY", "dist", "LIMIT", 0, 1, "DIALECT", 2,
@@ -189,7 +220,7 @@ def _raw_knn(client: aioredis.Redis, index: str, options: str) -> Any:
 async def _wait_indexed(client: aioredis.Redis, index: str, count: int, limit_s: float = 600) -> None:
     end = time.monotonic() + limit_s
     while True:
-        raw = await client.execute_command("FT.INFO", index)
+        raw = await client.execute_command("FT.INFO", index)  # type: ignore[no-untyped-call]
         info = {raw[i].decode() if isinstance(raw[i], bytes) else raw[i]: raw[i + 1] for i in range(0, len(raw), 2)}
         if int(info["num_docs"]) >= count and int(info["indexing"]) == 0:
             return
@@ -201,7 +232,7 @@ async def _wait_indexed(client: aioredis.Redis, index: str, count: int, limit_s:
 async def _clear(client: aioredis.Redis, conn: asyncpg.Connection) -> None:
     for index in (index_name(PROFILE), OTHER_INDEX):
         try:
-            await client.execute_command("FT.DROPINDEX", index, "DD")
+            await client.execute_command("FT.DROPINDEX", index, "DD")  # type: ignore[no-untyped-call]
         except Exception as exc:  # not there yet
             if "unknown index" not in str(exc).lower() and "no such index" not in str(exc).lower():
                 raise

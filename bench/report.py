@@ -19,6 +19,8 @@ TARGETS: dict[str, tuple[str, float]] = {
     "agreement_pgvector_10k": (">=", 1.0),
     "agreement_pgvector_80k": (">=", 0.995),
     "mxbai_int8_semantic_hit_p50_ms": ("<=", 30.0),
+    # Issue #16: cheaper semantic hits than the in-process library (the other CPU keys carry no target).
+    "cpu_per_semantic_hit_vs_redisvl": ("<=", 1.0),
 }
 
 
@@ -39,6 +41,7 @@ def headline(results: dict[str, Any]) -> dict[str, Any]:
         rv_best = max(rv["semantic"]["lookups_per_s_1"], rv["semantic"]["lookups_per_s_n"])
         out["hits_per_s_vs_redisvl"] = _ratio(ours["semantic"]["hits_per_s_n"], rv_best)
         out["backfill_vs_redisvl_store"] = _ratio(ours["store_per_s"], rv["store_per_s"])
+    out |= cpu_headline(systems)
     out |= results.get("recall", {}).get("headline", {})
     mxbai = results.get("mxbai", {}).get("semantic_hit_p50_ms")
     if mxbai is not None:
@@ -50,6 +53,27 @@ def headline(results: dict[str, Any]) -> dict[str, Any]:
             met[key] = {"value": value, "target": f"{op} {target}",
                         "met": value <= target if op == "<=" else value >= target}  # fmt: skip
     return out | {"targets": met}
+
+
+def cpu_headline(systems: dict[str, Any]) -> dict[str, Any]:
+    """Issue #16's CPU keys: CPU ms per semantic hit for each system, ours (and through the gateway) divided by
+    RedisVL's, and the gateway process's CPU per hit divided by a bare aiohttp handler's per request. An in-process
+    peer counts at the cheaper of its two embedder settings (2 intra-op threads, or 1 as the workers run)."""
+    setups = {name: {key: s[key]["cpu_ms_per_hit"] for key in ("cpu", "cpu_1_thread") if key in s}
+              for name, s in systems.items() if "cpu" in s}  # fmt: skip
+    if not setups:
+        return {}
+    per_hit = {name: min(v.values()) for name, v in setups.items()}
+    out: dict[str, Any] = {"cpu_ms_per_semantic_hit": per_hit, "cpu_ms_per_semantic_hit_by_setup": setups}
+    out["cpu_per_semantic_hit_vs_redisvl"] = _ratio(per_hit.get(OURS), per_hit.get(REDISVL))
+    out["cpu_per_semantic_hit_gateway_vs_redisvl"] = _ratio(per_hit.get(GATEWAY), per_hit.get(REDISVL))
+    gw = systems.get(GATEWAY, {}).get("cpu")
+    if gw:
+        out["gateway_cpu_ms_per_hit"] = gw["gateway_process_cpu_ms_per_hit"]
+        out["bare_aiohttp_cpu_ms_per_request"] = gw["bare-aiohttp"]["cpu_ms_per_hit"]
+        out["gateway_cpu_ms_per_hit_vs_bare_aiohttp"] = _ratio(gw["gateway_process_cpu_ms_per_hit"],
+                                                               gw["bare-aiohttp"]["cpu_ms_per_hit"])  # fmt: skip
+    return out
 
 
 def write_json(results: dict[str, Any], out: Path) -> None:
@@ -89,6 +113,7 @@ def print_table(r: dict[str, Any]) -> None:
             "(agree: hit agreement with the exhaustive reference; +rule: with the reference after this project's "
             "guards and verifier; /s for paraphrase: the reference's hits that rule lets through)"
         )
+        print_cpu(r)
     rec = r.get("recall")
     if rec:
         print("\nrecall: hit agreement with exhaustive search, tiers queried directly (same KNN as the pipeline)")
@@ -104,6 +129,30 @@ def print_table(r: dict[str, Any]) -> None:
     print("\nheadline (target):")
     for key, t in r.get("targets", {}).items():
         print(f"  {key:<34}{t['value']:>10}  {t['target']:<9} {'met' if t['met'] else 'NOT met'}")
+
+
+def print_cpu(r: dict[str, Any]) -> None:
+    systems = r.get("systems", {})
+    if not any("cpu" in s for s in systems.values()):
+        return
+    print(f"\nCPU per semantic hit, {r['callers']} callers, median of the repetitions (ms; breakdown: the median "
+          "repetition's, per process)")  # fmt: skip
+    for name in SYSTEMS:
+        c = systems.get(name, {}).get("cpu")
+        if c is None:
+            continue
+        one = systems[name].get("cpu_1_thread")
+        for label, cc in ((name, c), ("  1 embed thread", one)):
+            if cc is None:
+                continue
+            parts = ", ".join(f"{k} {v:.3f}" for k, v in cc["median_rep_cpu_ms_per_hit"].items())
+            ft = cc.get("ft_search_cpu_ms_per_call")
+            print(f"  {label:<16}{cc['cpu_ms_per_hit']:>8.3f}  ({parts}); FT.SEARCH {_fmt(ft, '.3f')} ms/call, "
+                  f"{cc['hits_per_s']} hits/s")  # fmt: skip
+        bare = c.get("bare-aiohttp")
+        if bare:
+            print(f"  {'':<16}gateway process {c['gateway_process_cpu_ms_per_hit']:.3f} ms/hit; bare aiohttp "
+                  f"{bare['cpu_ms_per_hit']:.3f} ms/request at {bare['hits_per_s']}/s")  # fmt: skip
 
 
 def chart(r: dict[str, Any], path: Path) -> None:
