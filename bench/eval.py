@@ -1,15 +1,18 @@
 """`make eval`: how often the cache serves the answer to a different question, on the development data.
 
 Starts Redis and Postgres under .var/eval (no workers and no LLM: the evaluation runs the lookup stages
-in-process, producer/evaluate.py), then, for the Quora dev pairs, the RQE pairs and the hard-negative probes:
+in-process, worker/tools/evaluate.py), then, for the Quora dev pairs, the RQE pairs and the hard-negative probes:
   - embeds each text once and computes in numpy what every threshold would decide, with and without the guards
-    and the verifier (producer/sweep.py): the table's offline rows and the curves;
+    and the verifier (worker/tools/sweep.py): the table's offline rows and the curves;
   - runs the real lookup path at the configured thresholds, in pairs and replay mode: the headline rows, checked
     ask by ask against the offline decision;
+  - the held-out rows, as `dejavu calibrate` measured them: the shipped verifier was refitted on every dev pair,
+    so its held-out figures are cross-validated ones, every pair scored by a verifier fitted on the other folds
+    of paraphrase groups (the same folds and fits), served at the profile's thresholds;
   - asks stored questions again from other tenants, models, system prompts and conversations (0 hits expected);
   - times the guards and the verifier per check.
+Every precision comes with its one-sided 95% lower bound, paraphrase groups as clusters (worker/tools/bound.py).
 Prints the table and writes bench/results/eval.json and bench/results/eval.png (precision against hit rate).
-The verifier was fitted on the pairs outside the held-out split (producer/pairs.py); "held-out" rows are the rest.
 """
 
 from __future__ import annotations
@@ -24,11 +27,25 @@ import numpy as np
 
 from bench.stack import fresh_stack
 from worker import guards, pipeline
+from worker.refusal import SERVED
 from worker.runtime import Runtime
-from worker.settings import Settings
+from worker.settings import PROFILES_DIR, Settings, load_profile_config
 from worker.tools import evaluate
-from worker.tools.pairs import Pair, held_out, read_pairs
-from worker.tools.sweep import Asks, Curve, counts, curve, embed_texts, pairs_asks, replay_asks, served
+from worker.tools.calibrate import DEFAULT_FOLDS, cross_fitted
+from worker.tools.pairs import Pair, folds, read_pairs
+from worker.tools.sweep import (
+    Asks,
+    Curve,
+    bound,
+    counts,
+    curve,
+    decisions,
+    embed_texts,
+    pairs_asks,
+    replay_asks,
+    served,
+    verifier_scores,
+)
 from worker.verifier import Verifier
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,13 +67,18 @@ def offline_rows(asks: Asks, verifier: Verifier | None, gate: float) -> dict[str
         "configured without guards": (gate, False, verifier),
         "configured (guards + verifier)": (gate, True, verifier),
     }
-    return {name: dict(counts(asks, served(asks, t, g, v)).summary()) for name, (t, g, v) in configs.items()}
+    return {name: _row(asks, served(asks, t, g, v)) for name, (t, g, v) in configs.items()}
+
+
+def _row(asks: Asks, hit: np.ndarray) -> dict[str, Any]:
+    return counts(asks, hit).summary() | bound(asks, hit).summary()
 
 
 def curves(asks: Asks, verifier: Verifier | None, gate: float) -> dict[str, Curve]:
     out = {"cosine": curve(asks, "cosine", False), "cosine + guards": curve(asks, "cosine", True)}
     if verifier is not None:
-        out["verifier + guards"] = curve(asks, "verifier", True, verifier, gate)
+        fitted = curve(asks, "verifier", True, verifier_scores(asks, verifier), gate)
+        out["verifier + guards (fitted on these pairs)"] = fitted
     return out
 
 
@@ -90,27 +112,46 @@ def _pct(values: list[float], q: float) -> float:
 
 
 def evaluate_dataset(
-    name: str, pairs: list[Pair], rt: Runtime, modes: tuple[evaluate.Mode, ...]
+    name: str, pairs: list[Pair], rt: Runtime, modes: tuple[evaluate.Mode, ...], vectors: dict[str, Any]
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Offline rows, real-path rows and curves for one file."""
     verifier, gate = rt.profile.verifier, rt.profile.threshold_redis
-    start = time.perf_counter()
-    vectors = embed_texts(rt.embedder, [t for p in pairs for t in (p.text_a, p.text_b)])
-    out: dict[str, Any] = {"pairs": len(pairs), "embed_s": round(time.perf_counter() - start, 1)}
+    out: dict[str, Any] = {"pairs": len(pairs)}
     plots: dict[str, Any] = {}
-    held = held_out(pairs)
     for mode in modes:
         asks = pairs_asks(pairs, vectors) if mode == "pairs" else replay_asks(pairs, vectors)
         report = evaluate.run(pairs, mode, rt, progress=True, vectors=vectors)
         entry: dict[str, Any] = {"real_path": report.to_json(), "offline": offline_rows(asks, verifier, gate),
                                  "agreement": agreement(report, asks, verifier, gate)}  # fmt: skip
-        if mode == "pairs":
-            entry["held_out"] = {"real_path": dict(counts(asks.subset(held), report.hits[held]).summary()),
-                                 "offline": offline_rows(asks.subset(held), verifier, gate)}  # fmt: skip
-            if name == "qqp":
-                out["latency"] = check_latency(asks, verifier)
+        if mode == "pairs" and name == "qqp":
+            out["latency"] = check_latency(asks, verifier)
         out[mode] = entry
         plots[mode] = (curves(asks, verifier, gate), report)
+    return out, plots
+
+
+def held_out(datasets: dict[str, list[Pair]], vectors: dict[str, Any], rt: Runtime) -> tuple[dict[str, Any], Any]:
+    """The profile's held-out figures, recomputed as `dejavu calibrate` computed them (the same files in the same
+    order, folds and fits): each pair's verifier score comes from a verifier fitted on the other folds."""
+    verifier, gate = rt.profile.verifier, rt.profile.threshold_redis
+    if verifier is None:
+        return {}, {}
+    config = load_profile_config(rt.settings.profile_file or PROFILES_DIR / f"{rt.profile.name}.json")
+    k = int(((config.calibration or {}).get("held_out") or {}).get("folds") or DEFAULT_FOLDS)
+    pairs = [p for ps in datasets.values() for p in ps]
+    source = np.array([name for name, ps in datasets.items() for _ in ps])
+    asks = pairs_asks(pairs, vectors)
+    start = time.perf_counter()
+    oof = cross_fitted(asks, folds(pairs, k), gate, rt.settings.guards)
+    hit = decisions(asks, gate, rt.settings.guards, lambda rows: oof[rows], verifier.threshold) == SERVED
+    out: dict[str, Any] = {"folds": k, "fit_s": round(time.perf_counter() - start, 1), "all": _row(asks, hit)}
+    plots = {}
+    for name in datasets:
+        rows_of = np.flatnonzero(source == name)
+        part = asks.subset(source == name)
+        out[name] = _row(part, hit[rows_of])
+        c = curve(part, "verifier", rt.settings.guards, lambda rows, r=rows_of: oof[r[rows]], gate)
+        plots[name] = (c, out[name])
     return out, plots
 
 
@@ -132,7 +173,13 @@ def evaluate_probes(rt: Runtime) -> dict[str, Any]:
 
 
 def table(results: dict[str, Any]) -> str:
-    lines = [f"{'data':<6}{'mode':<8}{'rows':<42}{'P':>8}{'R':>8}{'F1':>8}{'hit rate':>10}"]
+    head = f"{'data':<6}{'mode':<8}{'rows':<42}{'P':>8}{'P low':>8}{'R':>8}{'F1':>8}{'hit rate':>10}{'hits':>7}"
+    lines = [head, "(P low: the precision's one-sided 95% lower bound, paraphrase groups as clusters)"]
+
+    def line(name: str, mode: str, label: str, row: dict[str, Any]) -> str:
+        return (f"{name:<6}{mode:<8}{label:<42}{row['precision']:>8.4f}{row['precision_lower_bound']:>8.4f}"
+                f"{row['recall']:>8.4f}{row['f1']:>8.4f}{row['hit_rate']:>10.4f}{row['hits']:>7}")  # fmt: skip
+
     for name in DATASETS:
         for mode in ("pairs", "replay"):
             entry = results[name].get(mode)
@@ -141,14 +188,14 @@ def table(results: dict[str, Any]) -> str:
             rows = [(f"offline: {k}", v) for k, v in entry["offline"].items()] + [
                 ("real path (configured)", entry["real_path"])
             ]
-            if "held_out" in entry:
-                rows.append(("held-out, real path", entry["held_out"]["real_path"]))
+            lines += [line(name, mode, label, row) for label, row in rows]
             a = entry["agreement"]
-            rows_note = f"  (real path vs offline: {a['disagree']} of {a['asks']} asks differ)"
-            for label, row in rows:
-                lines.append(f"{name:<6}{mode:<8}{label:<42}{row['precision']:>8.4f}{row['recall']:>8.4f}"
-                             f"{row['f1']:>8.4f}{row['hit_rate']:>10.4f}")  # fmt: skip
-            lines.append(rows_note)
+            lines.append(f"  (real path vs offline: {a['disagree']} of {a['asks']} asks differ)")
+    held = results.get("held_out")
+    if held:
+        lines.append(f"\nheld out ({held['folds']}-fold cross-validation over paraphrase groups, as calibrated): "
+                     "the configured rule, each pair scored by a verifier fitted without its fold")  # fmt: skip
+        lines += [line(name, "pairs", "held-out folds (configured)", held[name]) for name in [*DATASETS, "all"]]
     lines.append("\nhard negatives rejected (real path; offline cosine 0.90 / +guards / configured without guards)")
     for kind, row in results["probes"]["by_kind"].items():
         off = list(row["rejected_offline"].values())
@@ -164,6 +211,7 @@ def plot(plots: dict[str, Any], out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    held = plots.pop("held_out", {})
     panels = [(name, mode) for name in plots for mode in plots[name]]
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.6), squeeze=False)
     for ax, (name, mode) in zip(axes[0], panels, strict=True):
@@ -177,13 +225,24 @@ def plot(plots: dict[str, Any], out: Path) -> None:
         real = report.counts
         ax.scatter([real.hit_rate], [real.precision], marker="*", s=140, color="black", zorder=4,
                    label="configured, real path")  # fmt: skip
+        if mode == "pairs" and name in held:
+            c, point = held[name]
+            ax.plot(c.hit_rate, c.precision, color="tab:red", linewidth=1.4, label="verifier + guards, held-out folds")
+            ax.plot(c.hit_rate, c.lower, color="tab:red", linewidth=1.0, linestyle="--",
+                    label=f"its {c.confidence:.0%} lower bound")  # fmt: skip
+            ax.vlines(point["hit_rate"], point["precision_lower_bound"], point["precision"], color="tab:red")
+            ax.scatter([point["hit_rate"]], [point["precision"]], marker="D", color="tab:red", zorder=5,
+                       label=f"operating point, held out: P {point['precision']:.3f} (bound "
+                             f"{point['precision_lower_bound']:.3f}), R {point['recall']:.3f}")  # fmt: skip
+            ax.scatter([point["hit_rate"]], [point["precision_lower_bound"]], marker="_", s=200, color="tab:red")
         ax.set_title(f"{name} dev, {mode} mode")
         ax.set_xlabel("hit rate (share of asks served from the cache)")
         ax.set_ylabel("precision (served answers that were right)")
         ax.set_ylim(0.5, 1.0)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="lower left")
-    fig.suptitle("Precision against hit rate over thresholds: cosine, with guards, with the verifier")
+    fig.suptitle("Precision against hit rate over thresholds: cosine, with guards, with the verifier (held out: "
+                 "cross-validated, with its lower bound)")  # fmt: skip
     fig.tight_layout()
     fig.savefig(out, dpi=110)
 
@@ -201,10 +260,17 @@ def main() -> None:
                 "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             }
             plots: dict[str, Any] = {}
+            datasets, skipped = {}, {}
             for name, path in DATASETS.items():
-                pairs, skipped = read_pairs(path, args.limit)
-                results[name], plots[name] = evaluate_dataset(name, pairs, rt, ("pairs", "replay"))
-                results[name]["skipped_rows"] = skipped
+                datasets[name], skipped[name] = read_pairs(path, args.limit)
+            start = time.perf_counter()
+            texts = [t for pairs in datasets.values() for p in pairs for t in (p.text_a, p.text_b)]
+            vectors = embed_texts(rt.embedder, texts)
+            results["embed_s"] = round(time.perf_counter() - start, 1)
+            for name, pairs in datasets.items():
+                results[name], plots[name] = evaluate_dataset(name, pairs, rt, ("pairs", "replay"), vectors)
+                results[name]["skipped_rows"] = skipped[name]
+            results["held_out"], plots["held_out"] = held_out(datasets, vectors, rt)
             results["probes"] = evaluate_probes(rt)
             questions = list(dict.fromkeys(p.text_a for p in read_pairs(DATASETS["qqp"], CROSS_SCOPE_QUESTIONS)[0]))
             results["cross_scope_hits"] = evaluate.cross_scope_hits(questions, rt)

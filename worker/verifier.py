@@ -4,9 +4,9 @@ the same question, after the cosine threshold and the guards have let the neighb
 Cosine alone ranks Quora paraphrases poorly near the threshold (P 0.79 at R 0.40 on the development pairs); how
 the two questions are worded adds what the embedding blurs: shared words, words only one side has, numbers,
 length, the question word. Sixteen such features go through four small networks (one hidden layer of 16 ReLUs
-each) whose probabilities are averaged; `dejavu calibrate` fits them with numpy on labelled pairs
-(worker/tools/calibrate.py) and sets the probability a neighbour needs (`threshold`). A check costs well under a
-millisecond, mostly the features.
+each) whose probabilities are averaged; `dejavu calibrate` fits them with scikit-learn on labelled pairs
+(worker/tools/calibrate.py) and sets the probability a neighbour needs (`threshold`); scoring here is plain numpy.
+A check costs well under a millisecond, mostly the features.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from worker.tools.pairs import Counts, Pair, PairsError, components, count, held_out, read_pairs
+from worker.tools.pairs import Counts, Pair, PairsError, components, count, folds, groups, read_pairs
 
 
 def write(path: Path, rows: list[object]) -> Path:
@@ -43,16 +43,19 @@ def test_components_join_label_1_pairs_through_normalized_text() -> None:
     assert comp["e?"] == comp["f?"] != comp["a?"]
 
 
-def test_held_out_keeps_whole_components_together_whatever_the_order() -> None:
+def test_folds_keep_whole_components_together_whatever_the_order() -> None:
     pairs = [Pair(f"q{i}?", f"q{i + 1}?", int(i % 3 != 0)) for i in range(3000)]
-    held = held_out(pairs)
-    assert 0.2 < held.mean() < 0.4
+    fold_of = folds(pairs, 5)
+    assert set(fold_of.tolist()) == set(range(5)) and max(np.bincount(fold_of)) < 0.3 * len(pairs)
     comp = components(pairs)
-    by_component: dict[str, set[bool]] = {}
-    for p, h in zip(pairs, held, strict=True):
-        by_component.setdefault(comp[p.text_a.lower()], set()).add(bool(h))
+    by_component: dict[str, set[int]] = {}
+    for p, k in zip(pairs, fold_of, strict=True):
+        by_component.setdefault(comp[p.text_a.lower()], set()).add(int(k))
     assert all(len(sides) == 1 for sides in by_component.values())
-    assert (held_out(pairs[::-1])[::-1] == held).all()
+    assert (folds(pairs[::-1], 5)[::-1] == fold_of).all()
+    # The groups the precision bound counts are the same components.
+    group_of = groups(pairs)
+    assert len(set(group_of.tolist())) == len(by_component)
 
 
 def test_counts() -> None:

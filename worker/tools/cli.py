@@ -230,6 +230,12 @@ def _eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, help="only the first N pairs")
     p.add_argument("--no-guards", action="store_true", help="evaluate with the guards off (DEJAVU_GUARDS=false)")
     p.add_argument("--no-verifier", action="store_true", help="evaluate with the verifier off (DEJAVU_VERIFIER=false)")
+    p.add_argument(
+        "--confidence",
+        type=float,
+        default=0.95,
+        help="confidence of the precision's one-sided lower bound (default: %(default)s)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
@@ -256,7 +262,9 @@ def run_eval(args: argparse.Namespace) -> int:
         return fail(f"cannot reach Redis or Postgres: {exc}", EXIT_UNAVAILABLE)
     finally:
         rt.close()
-    out = report.to_json() | {"skipped_rows": skipped}
+    if not 0.5 <= args.confidence < 1:
+        return fail("--confidence must be in [0.5, 1)", EXIT_USAGE)
+    out = report.to_json(args.confidence) | {"skipped_rows": skipped}
     if args.json:
         print(json.dumps(out))
         return EXIT_OK
@@ -266,7 +274,9 @@ def run_eval(args: argparse.Namespace) -> int:
         f"{args.pairs.name}, {args.mode} mode: {len(pairs)} pairs, {c.asks} asks, {report.entries} entries stored; "
         f"cosine threshold {out['threshold']}, guards {'on' if out['guards'] else 'off'}, verifier {verifier}"
     )
-    print(f"precision {c.precision:.4f}  recall {c.recall:.4f}  F1 {c.f1:.4f}  hit rate {c.hit_rate:.4f}")
+    print(f"precision {c.precision:.4f} ({args.confidence:.0%} lower bound {out['precision_lower_bound']:.4f}, "
+          f"{out['hits']} hits in {out['groups']} paraphrase groups)  recall {c.recall:.4f}  F1 {c.f1:.4f}  "
+          f"hit rate {c.hit_rate:.4f}")  # fmt: skip
     print(
         f"right hits {c.right_hits}  wrong hits {c.wrong_hits}  missed {c.missed}  refused {c.refused}"
         f"  (tiers: {', '.join(f'{k} {v}' for k, v in sorted(report.tiers.items())) or 'none'})"
@@ -284,7 +294,21 @@ def run_eval(args: argparse.Namespace) -> int:
 def _calibrate_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pairs", type=Path, action="append", required=True,
                    help="JSONL of text_a, text_b, label; repeat to calibrate on several files")  # fmt: skip
-    p.add_argument("--target-precision", type=float, required=True, help="precision to reach, e.g. 0.9")
+    p.add_argument(
+        "--target-precision",
+        type=float,
+        required=True,
+        help="precision whose lower confidence bound must be reached on held-out pairs, e.g. 0.9",
+    )
+    p.add_argument(
+        "--confidence", type=float, default=0.95, help="confidence of that one-sided lower bound (default: %(default)s)"
+    )
+    p.add_argument(
+        "--folds",
+        type=int,
+        default=5,
+        help="cross-validation folds of paraphrase groups for the verifier (default: %(default)s)",
+    )
     p.add_argument("--no-verifier", action="store_true",
                    help="fit no verifier: choose the cosine threshold alone (guards still apply)")  # fmt: skip
     p.add_argument(
@@ -307,13 +331,18 @@ def run_calibrate(args: argparse.Namespace) -> int:
     settings = _settings()
     if not 0 < args.target_precision <= 1:
         return fail("--target-precision must be in (0, 1]", EXIT_USAGE)
+    if not 0.5 <= args.confidence < 1:
+        return fail("--confidence must be in [0.5, 1)", EXIT_USAGE)
+    if args.folds < 2:
+        return fail("--folds must be at least 2", EXIT_USAGE)
     try:
-        pairs = [p for f in args.pairs for p in read_pairs(f, args.limit)[0]]
+        files = [(f, read_pairs(f, args.limit)[0]) for f in args.pairs]
     except (OSError, PairsError) as exc:
         return fail(str(exc), EXIT_USAGE)
     try:
-        result = calibrate.calibrate(args.pairs, pairs, args.target_precision, settings,
-                                     use_verifier=not args.no_verifier, min_similarity=args.min_similarity)  # fmt: skip
+        result = calibrate.calibrate(files, args.target_precision, settings, use_verifier=not args.no_verifier,
+                                     min_similarity=args.min_similarity, confidence=args.confidence,
+                                     n_folds=args.folds)  # fmt: skip
     except calibrate.CalibrationError as exc:
         return fail(str(exc), EXIT_ERROR_REPLY)
     from worker.settings import PROFILES_DIR
@@ -324,11 +353,29 @@ def run_calibrate(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report))
     else:
-        what = "verifier threshold" if result.config.verifier else "cosine threshold"
-        print(f"{what} {report['threshold']:.4f}: precision {report['precision']:.4f}, recall {report['recall']:.4f}, "
-              f"hit rate {report['hit_rate']:.4f} on {'held-out ' if result.config.verifier else ''}pairs; "
-              f"written to {out}\ncheck it on the real path: dejavu eval --pairs {args.pairs[0]}")  # fmt: skip
+        print(_calibration_text(report, args.min_similarity if result.config.verifier else None))
+        print(f"written to {out}\ncheck it on pairs calibration did not see: dejavu eval --pairs HELD_BACK.jsonl")
     return EXIT_OK
+
+
+def _calibration_text(report: dict[str, Any], min_similarity: float | None) -> str:
+    if min_similarity is None:
+        what, on = "cosine threshold", f"{report['pairs']} pairs (nothing fitted)"
+    else:
+        what = f"verifier threshold (cosine >= {min_similarity})"
+        on = (f"held-out pairs ({report['folds']}-fold cross-validation over paraphrase groups, {report['pairs']} "
+              f"pairs; the verifier refitted on all {report['fitted_pairs']} it decides)")  # fmt: skip
+    lines = [
+        f"{what} {report['threshold']:.4f}: {report['confidence']:.0%} lower bound of precision "
+        f"{report['lower_bound']:.4f}, precision {report['precision']:.4f}, recall {report['recall']:.4f}, "
+        f"hit rate {report['hit_rate']:.4f} on {report['hits']} hits, {on}"
+    ]
+    for name, f in report["by_file"].items():
+        lines.append(
+            f"  {name}: lower bound {f['precision_lower_bound']:.4f}, precision {f['precision']:.4f}, "
+            f"recall {f['recall']:.4f}, {f['hits']} hits in {f['groups']} groups of {f['pairs']} pairs"
+        )
+    return "\n".join(lines)
 
 
 COMMANDS: dict[str, Command] = {

@@ -31,7 +31,8 @@ from schemas.requests import build_request
 from worker import pipeline, sqlfiles, writeback
 from worker.runtime import Runtime
 from worker.settings import Settings
-from worker.tools.pairs import Counts, Pair, components, count
+from worker.tools.bound import DEFAULT_CONFIDENCE, Bound, precision_bound
+from worker.tools.pairs import Counts, Pair, components, count, groups, numbered
 from worker.tools.sweep import asked_questions, stored_questions
 
 Mode = Literal["pairs", "replay"]
@@ -43,7 +44,7 @@ DELETE_BATCH = 1000
 
 @dataclass
 class Report:
-    """What one evaluation run measured; `hits` and `served` hold the per-ask outcomes in ask order."""
+    """What one evaluation run measured; `hits`, `right`, `groups` and `served` are per ask, in ask order."""
 
     mode: Mode
     counts: Counts
@@ -51,16 +52,23 @@ class Report:
     pairs: int
     entries: int
     hits: npt.NDArray[np.bool_]
+    right: npt.NDArray[np.bool_]  # the entry served (or the nearest one) is the same question
+    groups: npt.NDArray[np.int64]  # the paraphrase group of each ask (worker.tools.pairs)
     served: list[str | None]  # the stored question each ask was served, None on a miss
     tiers: dict[str, int]
     by_kind: dict[str, Counts] = field(default_factory=dict)
     lookup_ms: list[float] = field(default_factory=list)
     seconds: float = 0.0
 
-    def to_json(self) -> dict[str, Any]:
+    def bound(self, confidence: float = DEFAULT_CONFIDENCE) -> Bound:
+        """The precision of the hits with its lower confidence bound, groups as clusters (worker/tools/bound.py)."""
+        return precision_bound(self.right[self.hits], self.groups[self.hits], confidence)
+
+    def to_json(self, confidence: float = DEFAULT_CONFIDENCE) -> dict[str, Any]:
         out: dict[str, Any] = {
-            **self.counts.summary(), **self.settings, "pairs": self.pairs, "mode": self.mode,
-            "asks": self.counts.asks, "entries": self.entries, "tiers": self.tiers, "seconds": round(self.seconds, 1),
+            **self.counts.summary(), **self.bound(confidence).summary(), **self.settings, "pairs": self.pairs,
+            "mode": self.mode, "asks": self.counts.asks, "entries": self.entries, "tiers": self.tiers,
+            "seconds": round(self.seconds, 1),
         }  # fmt: skip
         if self.lookup_ms:
             out["lookup_ms_p50"] = round(float(np.percentile(self.lookup_ms, 50)), 2)
@@ -112,6 +120,7 @@ def run(
             tiers[str(reply.tier)] = tiers.get(str(reply.tier), 0) + 1
     if mode == "pairs":
         right = answerable = np.array([p.label == 1 for p in pairs])
+        group_ids = groups(pairs)
     else:
         comp = components(pairs)
         have = {comp[normalize_question(q)] for _, q in seeds}
@@ -120,10 +129,11 @@ def run(
             [s is not None and comp[normalize_question(s)] == a for s, a in zip(served, asked, strict=True)]
         )
         answerable = np.array([a in have for a in asked])
+        group_ids = numbered(asked)
     report = Report(
         mode=mode, counts=count(hits, right, answerable), settings=describe(rt.settings), pairs=len(pairs),
-        entries=len(stored), hits=hits, served=served, tiers=tiers, lookup_ms=[ms for _, ms in outcomes],
-        seconds=time.perf_counter() - start,
+        entries=len(stored), hits=hits, right=right, groups=group_ids, served=served, tiers=tiers,
+        lookup_ms=[ms for _, ms in outcomes], seconds=time.perf_counter() - start,
     )  # fmt: skip
     if mode == "pairs":
         kinds = np.array([p.kind or "" for p in pairs])

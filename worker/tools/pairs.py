@@ -1,8 +1,8 @@
 """Labelled question pairs (`text_a, text_b, label`, 1 = the same question) and what is counted on them.
 
 Shared by `dejavu eval` and `dejavu calibrate`: reading the JSONL, the connected components of label-1 pairs
-(replay mode's notion of "the same question"), the held-out split calibration keeps out of fitting, and the
-counts every report is made of.
+(replay mode's notion of "the same question", and the groups the precision bound and the cross-validation folds
+are made of), and the counts every report is made of.
 """
 
 from __future__ import annotations
@@ -17,9 +17,6 @@ import numpy as np
 import numpy.typing as npt
 
 from schemas.cache import normalize_question
-
-# Share of components calibration holds out of fitting, to choose the threshold on and to report.
-HELD_OUT_SHARE = 0.3
 
 
 class PairsError(ValueError):
@@ -82,15 +79,28 @@ def components(pairs: Iterable[Pair]) -> dict[str, str]:
     return {x: find(x) for x in parent}
 
 
-def held_out(pairs: Sequence[Pair]) -> npt.NDArray[np.bool_]:
-    """Which pairs calibration keeps out of fitting: whole components, chosen by a hash of their text,
-    so no question text is on both sides and every run (and `make eval`) splits the same way."""
+def numbered(labels: Sequence[str]) -> npt.NDArray[np.int64]:
+    """Group ids 0, 1, ... for labels (components), equal labels equal ids."""
+    ids: npt.NDArray[np.int64] = np.unique(np.asarray(labels, dtype=object), return_inverse=True)[1].astype(np.int64)
+    return ids
+
+
+def groups(pairs: Sequence[Pair]) -> npt.NDArray[np.int64]:
+    """The group of each pair: the component of its text_a. Pairs that share a paraphrase group are judged
+    alike, so the precision bound counts groups, not pairs, as its independent draws (worker/tools/bound.py)."""
+    comp = components(pairs)
+    return numbered([comp[normalize_question(p.text_a)] for p in pairs])
+
+
+def folds(pairs: Sequence[Pair], k: int) -> npt.NDArray[np.int64]:
+    """The cross-validation fold (0 .. k-1) of each pair: whole components, chosen by a hash of their text, so no
+    paraphrase group is on both sides of a fit and every run (and `make eval`) splits the same way."""
     comp = components(pairs)
 
-    def bucket(text: str) -> float:
-        return int.from_bytes(hashlib.sha256(comp[normalize_question(text)].encode()).digest()[:8]) / 2**64
+    def bucket(text: str) -> int:
+        return int.from_bytes(hashlib.sha256(comp[normalize_question(text)].encode()).digest()[:8]) * k >> 64
 
-    return np.array([bucket(p.text_a) < HELD_OUT_SHARE for p in pairs], dtype=bool)
+    return np.array([bucket(p.text_a) for p in pairs], dtype=np.int64)
 
 
 @dataclass(frozen=True)

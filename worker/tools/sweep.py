@@ -20,11 +20,13 @@ from schemas.cache import normalize_question
 from worker import guards
 from worker.embed import Embedder
 from worker.refusal import SERVED, VERIFIER, Codes, Rows, decide
-from worker.tools.pairs import Counts, Pair, components, count
+from worker.tools.bound import DEFAULT_CONFIDENCE, Bound, precision_bound, prefix_bounds
+from worker.tools.pairs import Counts, Pair, components, count, groups, numbered
 from worker.verifier import Verifier, features
 
 Bools = npt.NDArray[np.bool_]
 Floats = npt.NDArray[np.float64]
+Ints = npt.NDArray[np.int64]
 # Rows of text_a vectors compared with the asks at once in replay mode (bounds memory to ~chunk x entries).
 REPLAY_CHUNK = 2048
 
@@ -41,22 +43,24 @@ class Asks:
     answerable: Bools  # some stored question is the same question
     features: Floats  # worker.verifier.features per row
     guard_ok: Bools
+    groups: Ints  # the paraphrase group of the asked question (worker.tools.pairs.groups)
 
     def subset(self, mask: Bools) -> Asks:
         idx = np.flatnonzero(mask)
         return Asks([self.questions[i] for i in idx], [self.candidates[i] for i in idx], self.similarity[idx],
                     self.exact[idx], self.right[idx], self.answerable[idx], self.features[idx],
-                    self.guard_ok[idx])  # fmt: skip
+                    self.guard_ok[idx], self.groups[idx])  # fmt: skip
 
 
-def _asks(questions: list[str], candidates: list[str], similarity: Floats, right: Bools, answerable: Bools) -> Asks:
+def _asks(questions: list[str], candidates: list[str], similarity: Floats, right: Bools, answerable: Bools,
+          group_ids: Ints) -> Asks:  # fmt: skip
     both = list(zip(questions, candidates, strict=True))
     exact = np.array([normalize_question(q) == normalize_question(c) for q, c in both])
     parsed = {t: guards.parse(t) for t in {*questions, *candidates}}
     feats = np.array([features(parsed[q], parsed[c], float(s)) for (q, c), s in zip(both, similarity, strict=True)])
     guard_ok = np.array([guards.verdict(parsed[q], parsed[c]).ok for q, c in both], dtype=bool)
     feats = feats.reshape(len(questions), -1)
-    return Asks(questions, candidates, similarity, exact, right, answerable, feats, guard_ok)
+    return Asks(questions, candidates, similarity, exact, right, answerable, feats, guard_ok, group_ids)
 
 
 def embed_texts(embedder: Embedder, texts: Sequence[str]) -> dict[str, npt.NDArray[np.float32]]:
@@ -71,7 +75,8 @@ def pairs_asks(pairs: Sequence[Pair], vectors: dict[str, npt.NDArray[np.float32]
     a = np.stack([vectors[p.text_a] for p in pairs]).astype(np.float64)
     b = np.stack([vectors[p.text_b] for p in pairs]).astype(np.float64)
     labels = np.array([p.label == 1 for p in pairs])
-    return _asks([p.text_b for p in pairs], [p.text_a for p in pairs], (a * b).sum(axis=1), labels, labels)
+    return _asks([p.text_b for p in pairs], [p.text_a for p in pairs], (a * b).sum(axis=1), labels, labels,
+                 groups(pairs))  # fmt: skip
 
 
 def stored_questions(pairs: Sequence[Pair]) -> list[str]:
@@ -109,7 +114,7 @@ def replay_asks(pairs: Sequence[Pair], vectors: dict[str, npt.NDArray[np.float32
     asked_components = [comp[normalize_question(q)] for q in asked]
     right = np.array([a == comp[normalize_question(c)] for a, c in zip(asked_components, candidates, strict=True)])
     answerable = np.array([a in stored_components for a in asked_components])
-    return _asks(asked, candidates, sims, right, answerable)
+    return _asks(asked, candidates, sims, right, answerable, numbered(asked_components))
 
 
 def decisions(asks: Asks, threshold: float, use_guards: bool, scores: Callable[[Rows], Floats] | None,
@@ -147,6 +152,11 @@ def counts(asks: Asks, hit: Bools) -> Counts:
     return count(hit, asks.right, asks.answerable)
 
 
+def bound(asks: Asks, hit: Bools, confidence: float = DEFAULT_CONFIDENCE) -> Bound:
+    """The precision of these hits with its lower confidence bound, the asks' groups as clusters."""
+    return precision_bound(asks.right[hit], asks.groups[hit], confidence)
+
+
 @dataclass(frozen=True)
 class Curve:
     """Precision, recall and hit rate at each threshold of one swept value (cosine or verifier probability)."""
@@ -155,12 +165,9 @@ class Curve:
     precision: Floats
     recall: Floats
     hit_rate: Floats
-    hits: npt.NDArray[np.int64]
-
-    def lowest_reaching(self, target_precision: float, min_hits: int = 1) -> int | None:
-        """Index of the lowest threshold whose precision reaches the target with at least `min_hits` hits."""
-        ok = np.flatnonzero((self.precision >= target_precision) & (self.hits >= min_hits))
-        return int(ok[-1]) if len(ok) else None
+    hits: Ints
+    lower: Floats  # the precision's lower confidence bound (worker/tools/bound.py)
+    confidence: float
 
     def cut(self, i: int) -> float:
         """A threshold that serves exactly what point i serves, halfway to the next lower value: a pair's
@@ -173,9 +180,11 @@ class Curve:
         return int(np.flatnonzero(self.thresholds >= threshold)[-1])
 
 
-def curve(asks: Asks, sweep: Literal["cosine", "verifier"], use_guards: bool, verifier: Verifier | None = None,
-          min_similarity: float = 0.0) -> Curve:  # fmt: skip
-    """Sweep the cosine threshold (no verifier), or the verifier's threshold above `min_similarity`.
+def curve(asks: Asks, sweep: Literal["cosine", "verifier"], use_guards: bool,
+          scores: Callable[[Rows], Floats] | None = None, min_similarity: float = 0.0,
+          confidence: float = DEFAULT_CONFIDENCE) -> Curve:  # fmt: skip
+    """Sweep the cosine threshold (no verifier), or the verifier's threshold above `min_similarity` with the
+    verifier's probabilities from `scores` (verifier_scores, or cross-validated ones).
 
     Thresholds run from high to low; the point at index i serves everything scoring at or above thresholds[i].
     """
@@ -185,12 +194,12 @@ def curve(asks: Asks, sweep: Literal["cosine", "verifier"], use_guards: bool, ve
         eligible = np.flatnonzero((decisions(asks, -np.inf, use_guards, None) == SERVED) & ~always)
         value = asks.similarity[eligible]
     else:
-        if verifier is None:
-            raise ValueError("a verifier sweep needs a verifier")
+        if scores is None:
+            raise ValueError("a verifier sweep needs the verifier's scores")
         decided = verifier_decides(asks, min_similarity, use_guards)
         always = (decisions(asks, min_similarity, use_guards, None) == SERVED) & ~decided
         eligible = np.flatnonzero(decided)
-        value = verifier_scores(asks, verifier)(eligible)
+        value = scores(eligible)
     ranked = np.argsort(-value, kind="stable")
     order, vals = eligible[ranked], value[ranked]
     right = asks.right[order]
@@ -200,10 +209,14 @@ def curve(asks: Asks, sweep: Literal["cosine", "verifier"], use_guards: bool, ve
     # Only cut between different values: a threshold serves all ties.
     last_of_tie = np.r_[vals[1:] != vals[:-1], True] if len(vals) else np.zeros(0, dtype=bool)
     n, answerable = len(asks.questions), max(int(asks.answerable.sum()), 1)
+    sequence = np.r_[np.flatnonzero(always), order]
+    lower = prefix_bounds(asks.right[sequence], asks.groups[sequence], confidence)[0][base_hits:]
     return Curve(
         thresholds=vals[last_of_tie],
         precision=(right_hits / hits)[last_of_tie],
         recall=(right_hits / answerable)[last_of_tie],
         hit_rate=(hits / n)[last_of_tie],
         hits=hits[last_of_tie],
+        lower=lower[last_of_tie],
+        confidence=confidence,
     )
