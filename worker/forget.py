@@ -21,6 +21,12 @@ durable copy) and Redis (the store script's); neither tier stores it again. A di
 
 Safe to run twice: a second run finds nothing to delete, blocklist inserts are idempotent, and the reply is
 published once per request id.
+
+Counted: feedback that removed an entry adds 1 to field FEEDBACK_FIELD of the owning tenant's usage hash for the
+day (schemas.keys.usage_key), where the workers count each hit they serve with its reply (`tier:exact`,
+`tier:redis`, `tier:pgvector`): `dejavu status` shows the two side by side as a wrong-hit rate. Counted after the
+reply is published, and only by the run that published it, so a task run twice counts once; a second feedback
+on the same entry finds nothing and is not counted.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ import time
 from pydantic import ValidationError
 
 from schemas.cache import answer_hash
-from schemas.keys import FORGOTTEN_PREFIX, FORGOTTEN_TENANT_PREFIX
+from schemas.keys import FORGOTTEN_PREFIX, FORGOTTEN_TENANT_PREFIX, USAGE_TTL_S, usage_key
 from schemas.messages import ErrorCode, ForgetReply, ForgetRequest, Removed, ReplyError
 from worker.errors import UNREACHABLE, TransientError
 from worker.runtime import Runtime
@@ -40,6 +46,8 @@ log = logging.getLogger(__name__)
 
 # A tombstone no write-back's as_of reaches: refuses them all while the forget runs.
 IN_PROGRESS = 1e18
+# Feedback on a tenant's entries, in its daily usage hash beside the hits served.
+FEEDBACK_FIELD = "feedback"
 
 
 async def handle(raw: str, rt: Runtime) -> None:
@@ -48,9 +56,10 @@ async def handle(raw: str, rt: Runtime) -> None:
     except ValidationError as exc:
         await rt.replies.reject(raw, exc, lambda request_id, error: ForgetReply(request_id=request_id, error=error))
         return
+    reported: str | None = None  # the tenant whose entry feedback removed
     try:
         if request.entry_id is not None:
-            reply = await forget_entry(request, request.entry_id, rt)
+            reply, reported = await forget_entry(request, request.entry_id, rt)
         else:
             assert request.tenant is not None  # ForgetRequest names an entry or a tenant
             reply = await forget_tenant(request, request.tenant, rt)
@@ -60,10 +69,12 @@ async def handle(raw: str, rt: Runtime) -> None:
         log.exception("forget %s failed unexpectedly", request.request_id)
         error = ReplyError(code=ErrorCode.INTERNAL, message=f"internal error: {exc!r}", retryable=True)
         reply = ForgetReply(request_id=request.request_id, error=error)
-    await rt.replies.publish(request.reply_to, reply)
+    if await rt.replies.publish(request.reply_to, reply) and reported is not None:
+        await _count_feedback(reported, rt)
 
 
-async def forget_entry(request: ForgetRequest, eid: str, rt: Runtime) -> ForgetReply:
+async def forget_entry(request: ForgetRequest, eid: str, rt: Runtime) -> tuple[ForgetReply, str | None]:
+    """Remove (and with feedback, block) one entry; also the tenant whose entry feedback removed, if any."""
     only = request.tenant
     cached = await rt.redis_tier.owner(eid)
     # (tenant, answer) of what is stored under the id, within the tenant restriction if there is one.
@@ -89,9 +100,10 @@ async def forget_entry(request: ForgetRequest, eid: str, rt: Runtime) -> ForgetR
         await _finish(tombstone, rt)
     log.info("forgot entry %s: redis %d, pgvector %d, blocked %d%s", eid, removed_redis, len(rows), len(hashes),
              f" (reason: {request.reason})" if request.reason else "")  # fmt: skip
-    return ForgetReply(
+    reply = ForgetReply(
         request_id=request.request_id, removed=Removed(redis=removed_redis, pgvector=len(rows)), blocked=len(hashes)
     )
+    return reply, tenant if request.bad and found else None
 
 
 async def forget_tenant(request: ForgetRequest, tenant: str, rt: Runtime) -> ForgetReply:
@@ -103,6 +115,14 @@ async def forget_tenant(request: ForgetRequest, tenant: str, rt: Runtime) -> For
     await _finish(tombstone, rt)
     log.info("forgot tenant %s: redis %d, pgvector %d", tenant, removed_redis, removed_pg)
     return ForgetReply(request_id=request.request_id, removed=Removed(redis=removed_redis, pgvector=removed_pg))
+
+
+async def _count_feedback(tenant: str, rt: Runtime) -> None:
+    key = usage_key(tenant, time.strftime("%Y-%m-%d", time.gmtime()))
+    async with rt.redis.pipeline(transaction=False) as pipe:
+        pipe.hincrby(key, FEEDBACK_FIELD, 1)
+        pipe.expire(key, USAGE_TTL_S)
+        await pipe.execute()
 
 
 async def _finish(tombstone: str, rt: Runtime) -> None:

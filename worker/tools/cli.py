@@ -33,6 +33,8 @@ from schemas.taskwire import ping
 from worker.tools.backfill_read import WARM_ALL
 
 if TYPE_CHECKING:
+    import redis.asyncio as aioredis
+
     from worker.settings import Settings
 
 UNREACHABLE = (RedisError, OSError, OperationalError)
@@ -52,9 +54,34 @@ def _settings() -> Settings:
     return get_settings()
 
 
+async def wrong_hits(r: aioredis.Redis) -> dict[str, dict[str, Any]]:
+    """Per tenant, over the days its usage hashes keep (schemas.keys.usage_key): the hits the workers served from
+    the cache (counted with each reply), the feedback that removed one of its entries (worker.forget) and their
+    ratio, the wrong-hit rate that users reported."""
+    from schemas.keys import USAGE_PREFIX
+    from schemas.messages import Tier
+    from worker.forget import FEEDBACK_FIELD
+
+    fields = [*(f"tier:{t.value}" for t in (Tier.EXACT, Tier.REDIS, Tier.PGVECTOR)), FEEDBACK_FIELD]
+    keys = [key async for key in r.scan_iter(match=f"{USAGE_PREFIX}*", count=1000)]
+    async with r.pipeline(transaction=False) as pipe:
+        for key in keys:
+            pipe.hmget(key, fields)
+        values = await pipe.execute()
+    tenants: dict[str, dict[str, Any]] = {}
+    for key, counts in zip(keys, values, strict=True):
+        tenant = key.decode().removeprefix(USAGE_PREFIX).rpartition(":")[0]
+        t = tenants.setdefault(tenant, {"hits_served": 0, "wrong_hit_feedback": 0})
+        t["hits_served"] += sum(int(v or 0) for v in counts[:-1])
+        t["wrong_hit_feedback"] += int(counts[-1] or 0)
+    for t in tenants.values():
+        t["wrong_hit_rate"] = round(t["wrong_hit_feedback"] / t["hits_served"], 4) if t["hits_served"] else None
+    return dict(sorted(tenants.items()))
+
+
 async def collect_status(settings: Settings) -> dict[str, Any]:
-    """Queue depths, workers, entries per tier and unfinished backfills; a part that cannot be read holds
-    {"error": ...}."""
+    """Queue depths, workers, entries per tier, unfinished backfills and hits and wrong-hit feedback per tenant;
+    a part that cannot be read holds {"error": ...}."""
     from worker.app import app
     from worker.runtime import redis_client
     from worker.tools.probes import pg_entries, redis_entries, unfinished_backfills
@@ -75,6 +102,7 @@ async def collect_status(settings: Settings) -> dict[str, Any]:
         await part("redis_entries", redis_entries(r, profile))
         await part("pgvector_entries", pg_entries(settings.pg_dsn, profile))
         await part("backfills", unfinished_backfills(settings.pg_dsn, profile))
+        await part("tenants", wrong_hits(r))
     finally:
         await r.aclose()
     queues, workers = status["queues"], status["workers"]
@@ -112,6 +140,18 @@ def _backfills(jobs: Any) -> str:
     return "\n".join(lines)
 
 
+def _tenants(tenants: Any) -> str:
+    if _failed(tenants):
+        return f"tenants   {_show(tenants)}"
+    if not tenants:
+        return "tenants   no hit served yet"
+    lines = ["tenants   hits served, wrong-hit feedback (rate), over the days kept:"]
+    for name, t in tenants.items():
+        rate = "-" if t["wrong_hit_rate"] is None else f"{t['wrong_hit_rate']:.2%}"
+        lines.append(f"          - {name}: {t['hits_served']} hits, {t['wrong_hit_feedback']} wrong ({rate})")
+    return "\n".join(lines)
+
+
 def run_status(args: argparse.Namespace) -> int:
     settings = _settings()
     status = asyncio.run(collect_status(settings))
@@ -130,6 +170,7 @@ def run_status(args: argparse.Namespace) -> int:
         print(f"entries   redis={_show(status['redis_entries'])}  pgvector={_show(status['pgvector_entries'])}"
               f"  (profile {status['profile']})")  # fmt: skip
         print(_backfills(status["backfills"]))
+        print(_tenants(status["tenants"]))
         print(f"status    {status['status']}" + "".join(f"\n          - {reason}" for reason in status["reasons"]))
     return {"ok": EXIT_OK, "degraded": EXIT_DEGRADED}.get(status["status"], EXIT_UNAVAILABLE)
 
