@@ -53,15 +53,14 @@ def test_settings_load_the_profile_file_and_can_turn_the_verifier_off(tmp_path: 
 
 
 @pytest.mark.parametrize(
-    ("question", "candidate"),
-    [
-        ("What are the symptoms of glaucoma?", "What are the signs and symptoms of glaucoma?"),
-        ("How do I reduce belly fat?", "How can I lose belly fat?"),
-        ("What is the best way to learn Spanish?", "How can I learn Spanish quickly?"),
+    ("question", "candidate", "similarity"),
+    [  # at the cosines minilm gives them
+        ("What are the symptoms of glaucoma?", "What are the signs and symptoms of glaucoma?", 0.979),
+        ("How do I reduce belly fat?", "How can I lose belly fat?", 0.930),
     ],
 )
-def test_the_shipped_verifier_serves_plain_paraphrases(question: str, candidate: str) -> None:
-    assert pipeline.refusal(question, candidate, 0.93, True, SHIPPED.verifier) is None
+def test_the_shipped_verifier_serves_plain_paraphrases(question: str, candidate: str, similarity: float) -> None:
+    assert pipeline.refusal(question, candidate, similarity, True, SHIPPED.verifier) is None
 
 
 @pytest.mark.parametrize(
