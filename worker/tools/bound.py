@@ -52,10 +52,8 @@ class Bound:
 
 
 def _stats() -> Any:
-    try:
-        from scipy import stats  # type: ignore[import-untyped]
-    except ImportError as exc:  # pragma: no cover - depends on the install
-        raise ImportError('the precision bound needs scipy: pip install "dejavu-cache[calibrate]"') from exc
+    from scipy import stats  # type: ignore[import-untyped]
+
     return stats
 
 

@@ -263,6 +263,14 @@ def run_backfill(args: argparse.Namespace) -> int:
 # --- eval ---
 
 
+def _missing_extra() -> str | None:
+    """eval and calibrate bound precision with scipy and fit with scikit-learn: the `calibrate` extra."""
+    import importlib.util
+
+    missing = [name for name in ("scipy", "sklearn") if importlib.util.find_spec(name) is None]
+    return f'{" and ".join(missing)} missing: pip install "dejavu-cache[calibrate]"' if missing else None
+
+
 def _eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pairs", type=Path, required=True, help="JSONL of text_a, text_b, label (1 = the same question)")
     p.add_argument("--mode", choices=["pairs", "replay"], default="pairs",
@@ -287,6 +295,8 @@ def run_eval(args: argparse.Namespace) -> int:
     from worker.tools.pairs import PairsError, read_pairs
 
     settings = _settings()
+    if (missing := _missing_extra()) is not None:
+        return fail(missing, EXIT_USAGE)
     try:
         pairs, skipped = read_pairs(args.pairs, args.limit)
     except (OSError, PairsError) as exc:
@@ -370,6 +380,8 @@ def run_calibrate(args: argparse.Namespace) -> int:
     from worker.tools.pairs import PairsError, read_pairs
 
     settings = _settings()
+    if (missing := _missing_extra()) is not None:
+        return fail(missing, EXIT_USAGE)
     if not 0 < args.target_precision <= 1:
         return fail("--target-precision must be in (0, 1]", EXIT_USAGE)
     if not 0.5 <= args.confidence < 1:
@@ -436,7 +448,8 @@ COMMANDS: dict[str, Command] = {
         run_eval,
     ),
     "calibrate": Command(
-        "fit the verifier and choose the lowest threshold that reaches a precision on labelled pairs",
+        "fit the verifier and choose the lowest threshold whose precision's lower confidence bound reaches a "
+        "target on held-out labelled pairs",
         _calibrate_arguments,
         run_calibrate,
     ),
