@@ -176,8 +176,10 @@ async def complete(raw: str, rt: Runtime) -> WritebackJob | None:
             made, led = await ask_llm(), True
         else:
             made, led = await rt.coalescer.answer(eid, ask_llm, request.deadline, publish=not request.cache.no_store)
-            if not led and not LLMAnswer.model_validate_json(made).meta.younger_than(request.cache.max_age_s, as_of):
-                made, led = await ask_llm(), True  # another caller's answer, older than this one accepts
+        answer = LLMAnswer.model_validate_json(made)
+        if not led and not answer.meta.younger_than(request.cache.max_age_s, as_of):
+            # Another caller's answer, older than this one accepts.
+            answer, led = LLMAnswer.model_validate_json(await ask_llm()), True
     except ReplyableError as exc:
         await rt.replies.answer(request, ChatReply(request_id=request.request_id, error=exc.to_reply()))
         return None
@@ -186,7 +188,6 @@ async def complete(raw: str, rt: Runtime) -> WritebackJob | None:
     except Exception as exc:
         await rt.replies.answer(request, _internal(request, exc))
         return None
-    answer = LLMAnswer.model_validate_json(made)
     timings = {**job.timings_ms, "llm": round((time.perf_counter() - start) * 1000, 3)}
     timings["total"] = round(sum(v for k, v in timings.items() if k != "queue_wait"), 3)
     tier = Tier.LLM if led else Tier.COALESCED

@@ -11,16 +11,8 @@ from langchain_openai import ChatOpenAI
 
 from tests.conftest import llm_calls
 from tests.integration.conftest import Gateway
+from tests.integration.test_chat_api import WEATHER
 from worker.local.servers import LocalStack
-
-WEATHER = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "The weather in a city",
-        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-    },
-}
 
 
 @pytest.fixture
