@@ -59,6 +59,13 @@ def _wait_for_port(port: int, proc: subprocess.Popen[bytes], what: str, log: Pat
     raise RuntimeError(f"{what} did not listen on port {port} within {timeout}s; see {log}")
 
 
+def _write_private(path: Path, text: str, append: bool = False) -> None:
+    """Write a file only its owner reads (mode 0600 from its creation on): it holds secrets."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC), 0o600)
+    with os.fdopen(fd, "a" if append else "w") as f:
+        f.write(text)
+
+
 def _not_as_root() -> list[str]:
     """The prefix that runs a Postgres program as non-root: Postgres refuses uid 0. Run as root, the program gets a
     user namespace of its own (unshare) in which it is `nobody`, mapped back to root outside: it reads and writes
@@ -113,9 +120,8 @@ class LocalStack:
                 found[name.removeprefix("DEJAVU_LOCAL_")] = value.strip()
         missing = {name: secrets.token_urlsafe(24) for name in SECRETS if name not in found}
         if missing:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-            with os.fdopen(fd, "a") as f:
-                f.writelines(f"DEJAVU_LOCAL_{name}={value}\n" for name, value in missing.items())
+            lines = "".join(f"DEJAVU_LOCAL_{name}={value}\n" for name, value in missing.items())
+            _write_private(path, lines, append=True)
         path.chmod(0o600)
         return {**found, **missing}
 
@@ -163,9 +169,7 @@ class LocalStack:
     def write_env_file(self) -> Path:
         """`<root>/stack.env` (mode 0600): the env() variables, for `set -a; . stack.env` in another shell."""
         path = self.root / "stack.env"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.writelines(f"{key}='{value}'\n" for key, value in self.env().items())
+        _write_private(path, "".join(f"{key}='{value}'\n" for key, value in self.env().items()))
         return path
 
     def start(self) -> None:
@@ -197,9 +201,7 @@ class LocalStack:
         data.mkdir(exist_ok=True)
         # The password goes in a file only root reads, not on the command line.
         conf = self.root / "redis.conf"
-        fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(f"requirepass {self.secrets['REDIS_PASSWORD']}\n")
+        _write_private(conf, f"requirepass {self.secrets['REDIS_PASSWORD']}\n")
         self.spawn("redis", [
             str(binary), str(conf), "--port", str(self.redis_port), "--bind", "127.0.0.1", "--protected-mode", "yes",
             "--dir", str(data),
@@ -243,9 +245,7 @@ class LocalStack:
     def _initdb(self, bindir: Path, data: Path) -> None:
         data.mkdir(mode=0o700, exist_ok=True)
         pwfile = self.root / "pgpass.tmp"
-        fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(self.secrets["PG_PASSWORD"] + "\n")
+        _write_private(pwfile, self.secrets["PG_PASSWORD"] + "\n")
         try:
             subprocess.run(
                 [*_not_as_root(), str(bindir / "initdb"), "-D", str(data), "-U", PG_USER, "--pwfile", str(pwfile),
