@@ -3,7 +3,7 @@
 Only MedQuAD and RQE (CC BY 4.0) are read: the Quora pairs may not be redistributed, so nothing here comes from
 them. Deterministic (seeded), so the committed files can be rebuilt and diffed:
 
-    python tests/data/make_excerpts.py [--shared ../shared/data]
+    python -m bench.test_data_excerpts [--shared ../shared/data]
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
+# Where the tests read them; only this script reads the shared data they come from.
+OUT = HERE.parent / "tests" / "data"
 SEED = 14
 # The first rows of MedQuAD, all from CancerGov: template questions about many cancers, some asked twice.
 MEDQUAD_ROWS = 600
@@ -47,7 +49,7 @@ def read(path: Path) -> list[dict[str, Any]]:
 
 
 def write(rows: list[dict[str, Any]], name: str) -> None:
-    (HERE / name).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    (OUT / name).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
 
 
 def shorten(answer: str) -> str:
@@ -129,7 +131,7 @@ def eval_pairs(medquad: list[dict[str, Any]], rqe: list[dict[str, Any]]) -> list
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--shared", type=Path, default=HERE.parents[2] / "shared" / "data")
+    parser.add_argument("--shared", type=Path, default=HERE.parents[1] / "shared" / "data")
     args = parser.parse_args()
     medquad, rqe = read(args.shared / "medquad_qa.jsonl"), read(args.shared / "rqe_pairs_train.jsonl")
     write(medquad_excerpt(medquad), "medquad_excerpt.jsonl")
