@@ -6,7 +6,8 @@ the benchmark's other data is untouched, and asks both tiers the benchmark's que
 paraphrases near the threshold, with the same KNN query the pipeline runs (RedisTier.lookup_similar /
 PgTier.lookup_similar), sweeping EF_RUNTIME and hnsw.ef_search.
 The reference is an exhaustive search over exactly the stored vectors, so the figure is the index's own loss.
-Entry vectors are embedded in batches, as the backfill stores them, and cached on disk (80k take minutes).
+Entry vectors are embedded as the backfill stores them (each alone: worker.embed) and cached on disk (80k take
+minutes).
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ def run(
     full = scale_corpus(wl, extra)
     corpus = full[: max(max(scales), len(wl.entries))]
     print(f"recall: embedding {len(corpus)} questions (cached in {cache_dir}) ...", flush=True)
-    vectors = cached_vectors(cache_dir, "corpus-batched", model_key, corpus, embedder.embed)
+    vectors = cached_vectors(cache_dir, "corpus", model_key, corpus, embedder.embed)
     # Questions are embedded one at a time, as a lookup does.
     extra_vecs = cached_vectors(cache_dir, "recall-extra", model_key, extra,
                                 lambda texts: np.stack([embedder.embed_one(t) for t in texts]))  # fmt: skip

@@ -1,7 +1,7 @@
 """Bulk loads (`dejavu backfill`), worker side: one chunk task, and the HNSW build strategy.
 
 A chunk task, in order:
-    load the chunk's rows (Postgres) -> embed the questions (length-sorted batches of 32) -> one transaction:
+    load the chunk's rows (Postgres) -> embed the questions (each alone: worker.embed) -> one transaction:
     lock the chunk row and the write locks a forget waits for, leave out blocklisted question/answer pairs
     (feedback), COPY the rows into a staging table, merge them into the entries table (ON CONFLICT DO NOTHING,
     or DO UPDATE for keep-last), warm Redis, mark the chunk done.
