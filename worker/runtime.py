@@ -1,9 +1,10 @@
 """Per-process resources: one event loop, Redis and Postgres pools, an HTTP session, the embedder.
 
-Opened once per worker process and reused by every task it runs. The event loop runs in a thread of
-its own, so the same runtime serves a prefork child (one task at a time) and a threads pool (many
-LLM calls in flight on one loop and one set of pools). The embedder is loaded only where lookups
-run; LLM and write-back nodes never pay for it.
+Opened once per worker process and reused by every task it runs. Where tasks run one at a time on the main
+thread (solo and prefork pools: the lookup nodes) the loop runs on that thread, only while a task runs: handing
+each task to a loop thread and waiting for it cost two thread wake-ups per task. A threads pool (LLM and
+write-back nodes: many LLM calls in flight) gets a loop thread of its own that all its task threads share, with
+one set of pools. The embedder is loaded only where lookups run; LLM and write-back nodes never pay for it.
 """
 
 from __future__ import annotations
@@ -74,9 +75,17 @@ class Runtime:
     _thread: threading.Thread | None = None
     _pg_down_reported: float = float("-inf")
 
+    _owner: int | None = None
+
     @classmethod
-    def open(cls, settings: Settings) -> Runtime:
+    def open(cls, settings: Settings, loop_thread: bool = True) -> Runtime:
+        """`loop_thread`: run the loop on a thread of its own, for callers on several threads; else on the
+        calling thread, during each `run`, and only that thread may call `run`."""
         loop = asyncio.new_event_loop()
+        if not loop_thread:
+            rt = loop.run_until_complete(cls._open(settings, loop))
+            rt._owner = threading.get_ident()
+            return rt
         thread = threading.Thread(target=loop.run_forever, name="dejavu-loop", daemon=True)
         thread.start()
         rt = asyncio.run_coroutine_threadsafe(cls._open(settings, loop), loop).result()
@@ -157,8 +166,13 @@ class Runtime:
             await self.redis.delete(PG_DOWN_KEY)
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Run a coroutine on this process's loop and wait for it (called from task threads)."""
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+        """Run a coroutine on this process's loop and wait for it."""
+        if self._thread is not None:
+            return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+        if threading.get_ident() != self._owner:
+            coro.close()
+            raise RuntimeError("this runtime's loop runs on the thread that opened it: open it with loop_thread=True")
+        return self.loop.run_until_complete(coro)
 
     def close(self) -> None:
         async def _close() -> None:
@@ -167,11 +181,11 @@ class Runtime:
             await self.redis.aclose()
 
         self.run(_close())
-        self.loop.call_soon_threadsafe(self.loop.stop)
         # The loop is closed once stopped, or its selector's sockets outlive the runtime.
         if self._thread is not None:
+            self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join()
-            self.loop.close()
+        self.loop.close()
 
 
 _current: Runtime | None = None
@@ -184,7 +198,8 @@ def current(settings: Settings) -> Runtime:
     if _current is None:
         with _lock:
             if _current is None:
-                _current = Runtime.open(settings)
+                # Solo and prefork pools run tasks on the main thread; a threads pool on threads of its own.
+                _current = Runtime.open(settings, loop_thread=threading.current_thread() is not threading.main_thread())
                 log.info("runtime ready: profile %s, dim %d", _current.profile.name, _current.profile.dim)
     return _current
 
