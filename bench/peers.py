@@ -391,7 +391,10 @@ def main() -> None:
             k: refused(wl, wl.of_kind(k), ref[k], threshold, settings.guards, profile.verifier) for k in KINDS
         }
         semantic = [q.text for q, ok in zip(para, ref_refused["paraphrase"].hits(threshold), strict=True) if ok]
-        results["batch_vector_min_cosine"] = batch_independence(single_threaded(embedder, settings.model_cache_dir), wl)
+        # The in-process peers embed with 2 intra-op threads (as one app process would use both cores); onnxruntime's
+        # threads spin while they wait, which costs CPU, so they are measured with 1 thread too, as the workers run.
+        single = single_threaded(embedder, settings.model_cache_dir)
+        results["batch_independence"] = batch_independence(single, wl)
         results |= {
             "entries": len(wl.entries), "queries_per_kind": args.per_kind, "threshold_cosine": threshold,
             "callers": args.callers, "lookup_processes": args.concurrency, "llm_delay_ms": args.llm_delay_ms,
@@ -400,8 +403,9 @@ def main() -> None:
         }  # fmt: skip
         if "peers" not in skip:
             results["systems"] = run_systems(
-                args, stack, settings, embedder, wl, ref, ref_refused, vecs, entry_vecs, semantic, gateway_url, nodes
-            )
+                args, stack, settings, embedder, single, wl, ref, ref_refused, vecs, entry_vecs, semantic,
+                gateway_url, nodes,
+            )  # fmt: skip
             results["cpu_setup"] = results["systems"].pop("cpu_setup")
         if "recall" not in skip:
             scales = [int(s) for s in args.scales.split(",")]
@@ -426,7 +430,7 @@ def main() -> None:
 
 
 def run_systems(
-    args: argparse.Namespace, stack: LocalStack, settings: Settings, embedder: Embedder, wl: Workload,
+    args: argparse.Namespace, stack: LocalStack, settings: Settings, embedder: Embedder, single: Embedder, wl: Workload,
     ref: dict[str, Nearest], ref_refused: dict[str, Nearest], vecs: dict[str, np.ndarray], entry_vecs: np.ndarray,
     semantic: list[str], gateway_url: str, nodes: int,
 ) -> dict[str, Any]:  # fmt: skip
@@ -438,9 +442,6 @@ def run_systems(
     rdb = redis.Redis.from_url(stack.redis_url)
     workers = [name for name in stack.procs if name.startswith(("lookup", "io"))]
     ours_components = [SELF, "redis", "postgres", "standin-llm", *workers]
-    # The in-process peers embed with 2 intra-op threads (as one app process would use both cores); onnxruntime's
-    # threads spin while they wait, which costs CPU, so they are measured with 1 thread too, as the workers run.
-    single = single_threaded(embedder, settings.model_cache_dir)
     cpu_setup = {
         "method": METHOD, "reps": CPU_REPS, "callers": args.callers, "questions": len(semantic),
         "embed_threads": {"in_process_peers": ["2 (cpu)", "1 (cpu_1_thread)"], "workers": settings.embed_threads},

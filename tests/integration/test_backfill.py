@@ -142,8 +142,8 @@ def test_a_backfilled_vector_is_the_one_its_question_gets_when_asked(tenant: str
     (dynamic int8 quantizes activations per batch: batched, a vector moved to cosine ~0.98 of its own)."""
     rows = medquad()[:40]
     opts = options(write_jsonl(tmp_path / "few.jsonl", rows), tenant)
-    backfill.run(opts, Settings())
     settings = Settings()
+    backfill.run(opts, settings)
     embedder = Embedder(settings.profile(), settings.model_cache_dir)
     scope = backfill.scope_of(opts, settings)
     questions = list(dict.fromkeys(r["question"] for r in rows))

@@ -62,6 +62,7 @@ class RedisTier:
         self.ef_runtime = ef_runtime
         self._store = client.register_script(script("store_entry"))
         self._plans: OrderedDict[str, tuple[float, str]] = OrderedDict()
+        self._index_size: tuple[float, int] = (float("-inf"), 0)  # (valid until, entries), for every scope's plan
 
     def key(self, entry_id: str) -> str:
         return self.prefix + entry_id
@@ -95,11 +96,15 @@ class RedisTier:
         cached = self._plans.get(scope_id)
         if cached is not None and cached[0] > now:
             return cached[1]
+        # Counting "*" walks the whole index: once per PLAN_TTL_S for all scopes, in the same round trip.
+        queries = [f"@scope:{{{scope_id}}}"] + (["*"] if self._index_size[0] <= now else [])
         async with self.client.pipeline(transaction=False) as pipe:
-            for query in (f"@scope:{{{scope_id}}}", "*"):
+            for query in queries:
                 pipe.execute_command("FT.SEARCH", self.index, query, "NOCONTENT", "LIMIT", 0, 0, "DIALECT", 2)
-            (in_scope, *_), (everything, *_) = await pipe.execute()
-        batches = in_scope >= BATCHES_MIN_SCOPE and in_scope >= BATCHES_MIN_SHARE * everything
+            (in_scope, *_), *index = await pipe.execute()
+        if index:
+            self._index_size = (now + PLAN_TTL_S, index[0][0])
+        batches = in_scope >= BATCHES_MIN_SCOPE and in_scope >= BATCHES_MIN_SHARE * self._index_size[1]
         policy = " HYBRID_POLICY BATCHES" if batches else ""
         self._plans[scope_id] = (now + PLAN_TTL_S, policy)
         self._plans.move_to_end(scope_id)
