@@ -85,9 +85,12 @@ def test_dejavu_report_counts_requests_tiers_and_tokens_saved(client: Client, st
     done = dejavu(stack, "report", "--tenant", tenant, "--json")
     assert done.returncode == 0, done.stderr
     counts = json.loads(done.stdout)[tenant]
-    assert counts["tier:llm"] == 1 and counts["tier:exact"] >= 1 and counts["requests"] == counts["tier:llm"] + (
-        counts.get("tier:exact", 0) + counts.get("tier:coalesced", 0))  # fmt: skip
+    assert counts["tier:llm"] == 1 and counts["tier:exact"] >= 1
+    # Every request is counted under the one tier that served it. A repeat may also come from the Redis KNN tier:
+    # its exact lookup can run just before the write-back lands and its KNN just after.
+    assert counts["requests"] == sum(n for key, n in counts.items() if key.startswith("tier:"))
     assert first.usage is not None
-    assert counts["saved_completion:standin-1"] == first.usage.completion_tokens * counts["tier:exact"]
+    served_from_cache = counts["requests"] - counts["tier:llm"]
+    assert counts["saved_completion:standin-1"] == first.usage.completion_tokens * served_from_cache
     table = dejavu(stack, "report", "--tenant", tenant)
     assert tenant in table.stdout and "cost saved" not in table.stdout  # no price table, no cost column
