@@ -26,6 +26,7 @@ from producer.base import (
     ReplyTimeout,
     RequestBuilder,
     check_enqueued,
+    enqueue_args,
     forget_message,
     lookup_message,
     make_celery,
@@ -34,6 +35,7 @@ from producer.base import (
 )
 from producer.inbox import ReplyInbox
 from producer.lua import ENQUEUE_BOUNDED
+from producer.resend import Resender
 from producer.settings import ProducerSettings, get_settings
 from schemas.keys import LOOKUP_QUEUE, WRITEBACK_QUEUE, reply_key
 from schemas.messages import ChatReply, ChatRequest, ForgetReply, ReplyEvent
@@ -50,12 +52,16 @@ class AsyncClient(RequestBuilder):
         self.redis = aioredis.Redis.from_pool(pool)  # owns the pool: aclose() closes it
         self._enqueue = self.redis.register_script(ENQUEUE_BOUNDED)
         self.inbox = ReplyInbox(self.redis)
+        # Sends again what the queue lost (producer.resend): a request is never lost at the queue's edges.
+        self.resender = Resender(self.redis, self.settings.resend_after_s)
         self.celery = make_celery(self.settings)
 
     async def send(self, request: ChatRequest) -> str:
         """Enqueue a validated request; returns its id."""
-        result = await self._enqueue(keys=[LOOKUP_QUEUE], args=[self.settings.max_queue_depth, lookup_message(request)])
-        check_enqueued(int(result), self.settings)
+        message = lookup_message(request)
+        keys, args = enqueue_args(request, message, self.settings)
+        place = check_enqueued(await self._enqueue(keys=keys, args=args), self.settings)
+        self.resender.watch(request.request_id, message, place, request.deadline)
         return request.request_id
 
     async def submit(self, question: str | None = None, **options: Unpack[RequestOptions]) -> str:
@@ -65,7 +71,9 @@ class AsyncClient(RequestBuilder):
     # The timeout is BLPOP's own, enforced by Redis, not a cancel scope: hence noqa ASYNC109 here and below.
     async def get_reply(self, request_id: str, timeout: float) -> ChatReply:  # noqa: ASYNC109
         """The reply to a sent request; ReplyTimeout if none arrives within `timeout` seconds."""
-        return ChatReply.model_validate_json(await self._pop(request_id, timeout, LOOKUP_QUEUE))
+        raw = await self._pop(request_id, timeout, LOOKUP_QUEUE)
+        self.resender.done(request_id)
+        return ChatReply.model_validate_json(raw)
 
     async def _pop(self, request_id: str, timeout: float, queue: str) -> bytes:  # noqa: ASYNC109
         key = reply_key(request_id)
@@ -100,6 +108,7 @@ class AsyncClient(RequestBuilder):
                 raise await self._timed_out(rid, wait_s, LOOKUP_QUEUE) from None
         finally:
             self.inbox.discard(rid)
+            self.resender.done(rid)
 
     async def ask_stream(
         self, question: str | None = None, **options: Unpack[RequestOptions]
@@ -130,6 +139,7 @@ class AsyncClient(RequestBuilder):
                     return
         finally:
             self.inbox.discard(rid)
+            self.resender.done(rid)
 
     async def forget(self, entry_id: str | None = None, **options: Unpack[ForgetOptions]) -> ForgetReply:
         """Remove entries from every tier and wait for the counts: one entry id (only of `tenant`, if given), the
@@ -164,6 +174,7 @@ class AsyncClient(RequestBuilder):
         return ReplyTimeout(request_id, timeout, depth, workers, queue)
 
     async def aclose(self) -> None:
+        await self.resender.aclose()
         await self.inbox.aclose()
         await self.redis.aclose()
         await asyncio.to_thread(self.celery.close)

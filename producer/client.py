@@ -24,6 +24,7 @@ from producer.base import (
     ReplyTimeout,
     RequestBuilder,
     check_enqueued,
+    enqueue_args,
     forget_message,
     lookup_message,
     make_celery,
@@ -52,8 +53,8 @@ class Client(RequestBuilder):
 
     def send(self, request: ChatRequest) -> str:
         """Enqueue a validated request; returns its id."""
-        result = self._enqueue(keys=[LOOKUP_QUEUE], args=[self.settings.max_queue_depth, lookup_message(request)])
-        check_enqueued(int(result), self.settings)
+        keys, args = enqueue_args(request, lookup_message(request), self.settings)
+        check_enqueued(self._enqueue(keys=keys, args=args), self.settings)
         return request.request_id
 
     def submit(self, question: str | None = None, **options: Unpack[RequestOptions]) -> str:

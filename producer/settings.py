@@ -16,6 +16,9 @@ class ProducerSettings(CommonSettings):
     # Redis connections one producer process (client, gateway) may hold; callers beyond it wait for a free one.
     # Mind Redis's own maxclients (10,000) across processes.
     client_max_connections: int = Field(default=1000, ge=2)
+    # An async client (the gateway) looks at a request still unanswered this long after it was sent, and sends it
+    # again if the queue lost it (producer.resend; 0: never). Longer waits only look; a re-send doubles it.
+    resend_after_s: float = Field(default=3.0, ge=0.0)
     # What an overloaded producer tells callers to wait before retrying (HTTP Retry-After).
     overloaded_retry_after_s: int = 1
 

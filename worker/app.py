@@ -45,6 +45,9 @@ def make_app(settings: Settings) -> Celery:
             # Look for a dead node's messages every 5 s (kombu's default sweep is every 100 s).
             "unacked_restore_interval": 5,
             "unacked_restore_throttle": 1,
+            # A lookup request taken off the queue is marked held by its node for this long (worker.broker);
+            # a producer re-sends one taken but held by no node (producer.resend).
+            "taken_ttl": settings.taken_ttl_s,
         },
         broker_connection_retry_on_startup=True,
         task_serializer="json",
@@ -68,10 +71,12 @@ def make_app(settings: Settings) -> Celery:
 
 
 @celeryd_init.connect  # type: ignore[untyped-decorator]
-def _short_redelivery_on_lookup_nodes(conf: Any, options: dict[str, Any], **_: Any) -> None:
+def _short_redelivery_on_lookup_nodes(sender: str, conf: Any, options: dict[str, Any], **_: Any) -> None:
     """A node that consumes only lookup and backfill keeps its unacked messages under keys of its own,
     swept with a short visibility timeout: a dead lookup node's request is redelivered within seconds,
     while LLM nodes, whose tasks run for minutes, keep the long timeout on theirs."""
+    # The node's name goes on the taken marks it writes (worker.broker).
+    conf.broker_transport_options = {**conf.broker_transport_options, "node_name": sender}
     queues = set(options.get("queues") or ())
     if queues and queues <= {LOOKUP_QUEUE, BACKFILL_QUEUE}:
         conf.broker_transport_options = {

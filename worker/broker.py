@@ -8,22 +8,50 @@
   AttributeError('NoneType' object has no attribute 'hostname')". The channel keeps the connection
   parameters it was opened with instead.
 
-It also reuses one Redis client per connection pool where stock kombu builds one per delivery and per ack.
+It also reuses one Redis client per connection pool where stock kombu builds one per delivery and per ack, and
+marks each lookup request it takes as held by this node, in the same MULTI as its unacked copy (producer.resend
+reads the mark: a request taken off the queue that no node holds was lost and is sent again).
 """
 
 from __future__ import annotations
 
 import logging
 from queue import Empty
+from time import time
 from typing import Any
 
-from kombu.transport import TRANSPORT_ALIASES
+from kombu.transport import TRANSPORT_ALIASES, virtual
 from kombu.transport import redis as kombu_redis
+from kombu.utils.json import dumps
+
+from schemas.keys import LOOKUP_TASK, TAKEN_PREFIX
 
 log = logging.getLogger(__name__)
 
 
+class QoS(kombu_redis.QoS):
+    def append(self, message: Any, delivery_tag: Any) -> None:
+        # kombu's own append (the unacked copy and its index), plus the taken mark of a lookup request; one MULTI.
+        delivery = message.delivery_info
+        headers = message.headers or {}
+        with self.pipe_or_acquire() as pipe:
+            pipe.zadd(self.unacked_index_key, {delivery_tag: time()})
+            copy = [message._raw, delivery["exchange"], delivery["routing_key"]]
+            pipe.hset(self.unacked_key, delivery_tag, dumps(copy))
+            ttl = self.channel.taken_ttl
+            if ttl and headers.get("task") == LOOKUP_TASK and headers.get("id"):
+                pipe.set(TAKEN_PREFIX + headers["id"], f"lookup {self.channel.node_name}", ex=ttl)
+            pipe.execute()
+            virtual.QoS.append(self, message, delivery_tag)
+
+
 class Channel(kombu_redis.Channel):
+    QoS = QoS
+    # Transport options of our own (worker.app): how long a taken mark lasts, and the node that writes it.
+    from_transport_options = (*kombu_redis.Channel.from_transport_options, "taken_ttl", "node_name")  # type: ignore[assignment]
+    taken_ttl = 0
+    node_name = "?"
+
     def _create_client(self, asynchronous: bool = False) -> Any:
         # Stock kombu builds a new redis.Redis for every delivery and every ack (its QoS bookkeeping): ~90 us of
         # Python each in redis-py 8 (its response-callback table), two or three per task. One client per pool does

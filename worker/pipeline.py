@@ -35,6 +35,7 @@ from schemas.messages import (
 )
 from worker import guards
 from worker.errors import REDIS_DOWN, UNREACHABLE, DeadlineExceeded, ReplyableError
+from worker.progress import holding
 from worker.refusal import GUARD, NOT_SIMILAR, VERIFIER, decide
 from worker.runtime import Runtime
 from worker.tiers import Candidate
@@ -153,13 +154,19 @@ def _fresh_enough(request: ChatRequest, now: float) -> Callable[[Candidate | Non
     return lambda hit: hit if hit is None or hit.meta.younger_than(max_age, now) else None
 
 
-async def complete(raw: str, rt: Runtime) -> WritebackJob | None:
+async def complete(raw: str, rt: Runtime, node: str) -> WritebackJob | None:
     """7. the LLM, only when every tier missed; publish its answer and store it in every tier."""
     job = MissJob.model_validate_json(raw, context=_context(rt))
-    request, start, as_of = job.request, time.perf_counter(), time.time()
     # A redelivered task whose request was already answered must not pay for the LLM again.
-    if await rt.replies.answered(request.request_id):
+    if await rt.replies.answered(job.request.request_id):
         return None
+    # Marked held by this node while it waits on the LLM: if the node dies, its producer sends it again.
+    async with holding(rt.redis, job.request.request_id, f"llm {node}", rt.settings.taken_ttl_s):
+        return await _complete(job, rt)
+
+
+async def _complete(job: MissJob, rt: Runtime) -> WritebackJob | None:
+    request, start, as_of = job.request, time.perf_counter(), time.time()
     scope = Scope.of(request, rt.settings.scope_includes_history)
     qhash = question_hash(request.question)
     eid = entry_id(scope, qhash)

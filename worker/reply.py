@@ -12,7 +12,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from pydantic import ValidationError
 
-from schemas.keys import REPLIED_PREFIX, REPLY_PREFIX, USAGE_TTL_S, usage_key
+from schemas.keys import REPLIED_PREFIX, REPLY_PREFIX, TAKEN_PREFIX, USAGE_TTL_S, usage_key
 from schemas.messages import ChatDelta, ChatReply, ChatRequest, ErrorCode, ForgetReply, ReplyError, Tier
 from worker.lua import script
 
@@ -62,7 +62,8 @@ class ReplyPublisher:
         tenant's usage in the same script: a task run twice counts once."""
         counts = usage_counts(request, reply)
         sent = await self._publish(
-            keys=[REPLIED_PREFIX + reply.request_id, request.reply_to, usage_key(request.tenant, _day())],
+            keys=[REPLIED_PREFIX + reply.request_id, request.reply_to, usage_key(request.tenant, _day()),
+                  TAKEN_PREFIX + reply.request_id],
             args=[self.ttl_s, reply.for_version(request.version).model_dump_json(exclude_none=True), USAGE_TTL_S,
                   *(x for pair in counts.items() for x in pair)],
         )  # fmt: skip

@@ -182,6 +182,9 @@ class Settings(CommonSettings):
     # Nodes that consume only lookup and backfill (tasks of milliseconds to seconds) keep their unacked
     # messages apart and redeliver a dead node's task after this, not after the LLM nodes' timeout.
     lookup_visibility_timeout_s: int = Field(default=30, ge=5)
+    # How long a node's mark that it holds a request lasts (renewed while an LLM call runs): a producer sends a
+    # request again when it was taken off the queue and no live node holds it (producer.resend, docs/operations.md).
+    taken_ttl_s: int = Field(default=5, ge=1)
     # Task events feed Flower's live task list, but cost half the hit throughput here (docs/performance.md);
     # `make run` turns them on.
     task_events: bool = False

@@ -79,10 +79,10 @@ def lookup(payload: str) -> None:
         hand_off(writeback_task, outcome.writeback.model_dump_json(), WRITEBACK_QUEUE)
 
 
-@app.task(name=COMPLETE_TASK, **REDIS_RETRY)
-def complete(payload: str) -> None:
+@app.task(name=COMPLETE_TASK, bind=True, **REDIS_RETRY)
+def complete(self: Any, payload: str) -> None:
     rt = runtime.current(get_settings())
-    job = rt.run(pipeline.complete(payload, rt))
+    job = rt.run(pipeline.complete(payload, rt, node=str(self.request.hostname)))
     if job is not None:
         hand_off(writeback_task, job.model_dump_json(), WRITEBACK_QUEUE)
 

@@ -1,0 +1,160 @@
+"""No request lost at the queue's edges: a request lost in each window is sent again by its producer
+(producer.resend) and answered once, and a copy that was not lost after all costs no second reply or LLM call.
+
+Each window is set up as the fault leaves it in Redis (the message gone, its marks as they would be), since a
+real fault cannot be timed to land inside a window of microseconds; the workers, Redis and the LLM are real.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
+
+import redis
+
+from producer.aclient import AsyncClient
+from producer.base import lookup_message
+from producer.resend import DROPPED, MISSING
+from producer.settings import ProducerSettings
+from schemas.keys import ENQUEUED_COUNTER, LLM_QUEUE, QUEUED_PREFIX, REPLIED_PREFIX, TAKEN_PREFIX, reply_key
+from schemas.messages import ChatReply, ChatRequest, Tier
+from tests.conftest import llm_calls, stack_logs, wait_until
+from worker.local.servers import LocalStack
+
+# Short, so each test takes seconds: the producer looks at a request this long after sending it.
+RESEND_AFTER_S = 0.5
+
+
+def with_client(body: Callable[[AsyncClient], Awaitable[ChatReply]], after_s: float = RESEND_AFTER_S) -> ChatReply:
+    async def run() -> ChatReply:
+        async with AsyncClient(ProducerSettings(resend_after_s=after_s)) as aclient:
+            return await body(aclient)
+
+    return asyncio.run(run())
+
+
+def lost_in_window(rdb: redis.Redis, request: ChatRequest, queued: bool, taken_by: str | None = None) -> int:
+    """What Redis holds of a request lost after its enqueue: its message is on no queue; with `queued`, its
+    numbered marker survived (it was taken off the queue); with `taken_by`, a node's mark that lapses in 1 s.
+    Returns the place the enqueue script gave it."""
+    place = int(rdb.incr(ENQUEUED_COUNTER))
+    if queued:
+        rdb.set(QUEUED_PREFIX + request.request_id, place, ex=60)
+    if taken_by is not None:
+        rdb.set(TAKEN_PREFIX + request.request_id, taken_by, ex=1)
+    return place
+
+
+def ask_lost(rdb: redis.Redis, question: str, tenant: str, queued: bool, taken_by: str | None = None) -> ChatReply:
+    async def body(aclient: AsyncClient) -> ChatReply:
+        request = aclient.request(question, tenant=tenant, timeout=20)
+        place = lost_in_window(rdb, request, queued, taken_by)
+        aclient.resender.watch(request.request_id, lookup_message(request), place, request.deadline)
+        reply = await aclient.get_reply(request.request_id, timeout=20)
+        assert dict(aclient.resender.resent) == {MISSING if not queued else DROPPED: 1}, aclient.resender.resent
+        return reply
+
+    return with_client(body)
+
+
+def test_a_request_redis_lost_with_its_marker_is_sent_again(rdb: redis.Redis, stack: LocalStack, tenant: str) -> None:
+    # Given Redis killed within a second of the enqueue: the message and its marker were never written ...
+    question = f"Is a request lost with a Redis crash answered ({tenant})?"
+    reply = ask_lost(rdb, question, tenant, queued=False)
+    # ... its producer sent it again, and it was answered by one LLM call.
+    assert reply.ok and reply.tier == Tier.LLM and question in (reply.answer or "")
+    assert llm_calls(stack, question) == 1
+
+
+def test_a_request_taken_off_the_queue_by_a_node_that_died_before_its_unacked_copy(
+    rdb: redis.Redis, stack: LocalStack, tenant: str
+) -> None:
+    # Given a node that took the message (BRPOP) and died before it wrote the unacked copy and its mark ...
+    question = f"Is a request dropped between BRPOP and its unacked copy answered ({tenant})?"
+    reply = ask_lost(rdb, question, tenant, queued=True)
+    assert reply.ok and reply.tier == Tier.LLM and question in (reply.answer or "")
+    assert llm_calls(stack, question) == 1
+
+
+def test_a_request_held_by_a_node_that_died_is_sent_again_when_its_mark_lapses(
+    rdb: redis.Redis, stack: LocalStack, tenant: str
+) -> None:
+    # Given a node that marked the request held and was then killed (its unacked copy waits for the visibility
+    # timeout) ...
+    question = f"Is a request held by a dead node answered within seconds ({tenant})?"
+    reply = ask_lost(rdb, question, tenant, queued=True, taken_by="lookup dead@nowhere")
+    # ... it is sent again once the mark lapsed, and answered.
+    assert reply.ok and reply.tier == Tier.LLM and question in (reply.answer or "")
+    assert llm_calls(stack, question) == 1
+
+
+def test_a_reply_redis_lost_is_published_again(rdb: redis.Redis, stack: LocalStack, tenant: str) -> None:
+    question = f"Is a reply lost with a Redis crash published again ({tenant})?"
+
+    async def body(aclient: AsyncClient) -> ChatReply:
+        request = aclient.request(question, tenant=tenant, timeout=20)
+        await aclient.send(request)
+        # Given a reply that was published, then lost with its once-only mark (Redis killed before it wrote them) ...
+        await asyncio.to_thread(wait_until, lambda: rdb.exists(REPLIED_PREFIX + request.request_id))
+        rdb.delete(reply_key(request.request_id), REPLIED_PREFIX + request.request_id)
+        # ... the producer, which saw no reply, sends the request again once no node holds it, and gets its answer.
+        reply = await aclient.get_reply(request.request_id, timeout=20)
+        assert aclient.resender.resent[DROPPED] == 1, aclient.resender.resent
+        return reply
+
+    # The first look comes after the reply was published and taken away.
+    reply = with_client(body, after_s=2.0)
+    assert reply.ok and question in (reply.answer or "")
+    assert llm_calls(stack, question) == 1
+
+
+def lookups_done(stack: LocalStack, request_id: str) -> int:
+    return stack_logs(stack).count(f"dejavu.lookup[{request_id}] succeeded")
+
+
+def llm_node_idle(rdb: redis.Redis) -> bool:
+    # Every LLM task taken has been acked (acks late: after it ran), and none waits.
+    return rdb.llen(LLM_QUEUE) == 0 and rdb.zcard("unacked_index") == 0
+
+
+def test_a_copy_that_was_not_lost_costs_no_second_reply_nor_llm_call(
+    rdb: redis.Redis, stack: LocalStack, tenant: str
+) -> None:
+    question = f"Does a duplicate of a request cost a second LLM call ({tenant})?"
+
+    async def body(aclient: AsyncClient) -> ChatReply:
+        # Given a request sent again although it was not lost (its node was only slow) ...
+        request = aclient.request(question, tenant=tenant, timeout=20)
+        await aclient.send(request)
+        rdb.rpush("lookup", lookup_message(request))
+        reply = await aclient.get_reply(request.request_id, timeout=20)
+        # ... once both copies went through the lookup and the LLM node ...
+        await asyncio.to_thread(wait_until, lambda: lookups_done(stack, request.request_id) == 2)
+        await asyncio.to_thread(wait_until, lambda: llm_node_idle(rdb))
+        # ... the caller has had one reply, and the LLM was asked once.
+        assert rdb.llen(reply_key(request.request_id)) == 0
+        return reply
+
+    reply = with_client(body)
+    assert reply.ok and reply.tier == Tier.LLM
+    assert llm_calls(stack, question) == 1
+
+
+def test_a_duplicate_hit_is_answered_once(rdb: redis.Redis, client: object, tenant: str, stack: LocalStack) -> None:
+    question = f"Is a duplicated hit answered twice ({uuid.uuid4().hex[:6]})?"
+
+    async def body(aclient: AsyncClient) -> ChatReply:
+        await aclient.ask(question, tenant=tenant, timeout=20)
+        await asyncio.to_thread(wait_until, lambda: llm_node_idle(rdb))
+        request = aclient.request(question, tenant=tenant, timeout=20)
+        # Given two copies of a request that the exact tier answers ...
+        rdb.lpush("lookup", lookup_message(request), lookup_message(request))
+        reply = await aclient.get_reply(request.request_id, timeout=20)
+        await asyncio.to_thread(wait_until, lambda: lookups_done(stack, request.request_id) == 2)
+        # ... one reply was published.
+        assert rdb.llen(reply_key(request.request_id)) == 0
+        return reply
+
+    reply = with_client(body)
+    assert reply.ok and reply.tier == Tier.EXACT
