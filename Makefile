@@ -46,8 +46,8 @@ $(BENCH_STAMP): $(STAMP)
 bench-peers: install $(BENCH_STAMP)  ## RedisVL, GPTCache and this project side by side, recall at 10k/80k, mxbai-shaped cost; bench/results/peers.json
 	$(BIN)/python -m bench.peers
 
-chaos: install  ## 10,000 requests at ~200/s while a worker is SIGKILLed, Redis restarts, Postgres stops; chaos.json
-	$(BIN)/python -m bench.chaos
+chaos: install  ## 10,000 requests at ~200/s through node, Redis and Postgres faults; CHAOS_ARGS="--runs 3 --seed N"
+	$(BIN)/python -m bench.chaos $(CHAOS_ARGS)
 
 eval: $(EVAL_STAMP)  ## precision/recall on the dev pairs and hard negatives, real path; bench/results/eval.{json,png}
 	DEJAVU_EMBED_THREADS=2 $(BIN)/python -m bench.eval
