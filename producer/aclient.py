@@ -34,9 +34,9 @@ from producer.base import (
     reply_wait_s,
 )
 from producer.inbox import ReplyInbox
-from producer.lua import ENQUEUE_BOUNDED
 from producer.resend import Resender
 from producer.settings import ProducerSettings, get_settings
+from schemas.enqueue import ENQUEUE_SCRIPT
 from schemas.keys import LOOKUP_QUEUE, WRITEBACK_QUEUE, reply_key
 from schemas.messages import ChatReply, ChatRequest, ForgetReply, ReplyEvent
 from schemas.requests import RequestOptions
@@ -50,7 +50,7 @@ class AsyncClient(RequestBuilder):
             self.settings.redis_url, retry=Retry(RETRY_BACKOFF, RETRIES), **redis_options(self.settings)
         )
         self.redis = aioredis.Redis.from_pool(pool)  # owns the pool: aclose() closes it
-        self._enqueue = self.redis.register_script(ENQUEUE_BOUNDED)
+        self._enqueue = self.redis.register_script(ENQUEUE_SCRIPT)
         self.inbox = ReplyInbox(self.redis)
         # Sends again what the queue lost (producer.resend): a request is never lost at the queue's edges.
         self.resender = Resender(self.redis, self.settings.resend_after_s)
@@ -60,8 +60,8 @@ class AsyncClient(RequestBuilder):
         """Enqueue a validated request; returns its id."""
         message = lookup_message(request)
         keys, args = enqueue_args(request, message, self.settings)
-        place = check_enqueued(await self._enqueue(keys=keys, args=args), self.settings)
-        self.resender.watch(request.request_id, message, place, request.deadline)
+        check_enqueued(await self._enqueue(keys=keys, args=args), self.settings)
+        self.resender.watch(request.request_id, message, request.deadline)
         return request.request_id
 
     async def submit(self, question: str | None = None, **options: Unpack[RequestOptions]) -> str:

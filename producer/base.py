@@ -12,18 +12,10 @@ from redis.exceptions import BusyLoadingError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from producer.resend import marker_ttl_s
 from producer.settings import ProducerSettings
 from schemas.cache import Scope, entry_id, question_hash
-from schemas.keys import (
-    ENQUEUED_COUNTER,
-    FORGET_TASK,
-    LOOKUP_QUEUE,
-    LOOKUP_TASK,
-    QUEUED_PREFIX,
-    WRITEBACK_QUEUE,
-    reply_key,
-)
+from schemas.enqueue import enqueue_call
+from schemas.keys import FORGET_TASK, LOOKUP_QUEUE, LOOKUP_TASK, WRITEBACK_QUEUE, reply_key
 from schemas.messages import (
     ChatReply,
     ChatRequest,
@@ -73,17 +65,15 @@ class Overloaded(Exception):
 
 
 def enqueue_args(request: ChatRequest, message: bytes, settings: ProducerSettings) -> tuple[list[str], list[Any]]:
-    """The enqueue script's keys and arguments for one request's task message (producer/lua/enqueue_bounded.lua)."""
-    keys = [LOOKUP_QUEUE, ENQUEUED_COUNTER, QUEUED_PREFIX + request.request_id]
-    return keys, [settings.max_queue_depth, message, marker_ttl_s(request.deadline)]
+    """The enqueue script's keys and arguments for one request's task message (schemas.enqueue)."""
+    return enqueue_call(LOOKUP_QUEUE, request.request_id, message, settings.max_queue_depth, request.deadline)
 
 
-def check_enqueued(result: list[int], settings: ProducerSettings) -> int:
-    """Interpret the enqueue script's answer: the message's place in the queue's count, or Overloaded."""
-    depth, place = (int(x) for x in result)
+def check_enqueued(result: list[int], settings: ProducerSettings) -> None:
+    """Interpret the enqueue script's answer ({depth, place}): Overloaded when it refused the message."""
+    depth = int(result[0])
     if depth < 0:
         raise Overloaded(-depth, settings.overloaded_retry_after_s)
-    return place
 
 
 def timeout_message(

@@ -31,8 +31,8 @@ from producer.base import (
     redis_options,
     reply_wait_s,
 )
-from producer.lua import ENQUEUE_BOUNDED
 from producer.settings import ProducerSettings, get_settings
+from schemas.enqueue import ENQUEUE_SCRIPT
 from schemas.keys import LOOKUP_QUEUE, WRITEBACK_QUEUE, reply_key
 from schemas.messages import ChatReply, ChatRequest, ForgetReply, ReplyEvent, parse_reply_event
 from schemas.requests import RequestOptions
@@ -48,7 +48,7 @@ class Client(RequestBuilder):
             self.settings.redis_url, retry=Retry(RETRY_BACKOFF, RETRIES), **redis_options(self.settings)
         )
         self.redis = redis.Redis.from_pool(pool)  # owns the pool: close() closes it
-        self._enqueue = self.redis.register_script(ENQUEUE_BOUNDED)
+        self._enqueue = self.redis.register_script(ENQUEUE_SCRIPT)
         self.celery = make_celery(self.settings)
 
     def send(self, request: ChatRequest) -> str:

@@ -5,12 +5,15 @@ everysec` had not written it yet), a node killed between kombu's BRPOP and its u
 while it held the request (kombu hands it on only after the visibility timeout). The producer is the one party
 that knows the request is still unanswered, so it looks after each one it sent:
 
-- not answered `after_s` after it was sent: one pipelined look at what Redis knows of it (the enqueue script
-  numbered it; a worker marks the requests it holds; the reply script marks the answered ones);
-- answered, held by a live node, or still in the queue (its number is above the count taken off): look again;
-- its marker gone with a Redis restart, or taken off the queue with no node holding it: send the same message
-  again, at the end the workers take from next. The workers answer a request id once (worker.reply), so a copy
-  that was not lost after all costs a lookup, never a second reply, LLM call or write-back.
+- not answered `after_s` after it was sent: one pipelined look at what Redis knows of it (the queue it waits on
+  and its place in that queue's count, written with each enqueue and with a miss's hand-off to the LLM queue,
+  schemas.enqueue; the mark of the node that holds it, worker.broker; the reply's once-only mark);
+- answered, held by a live node (looked at again right after the mark would lapse), or still waiting on a queue
+  (its number is above the count taken off it): nothing to do;
+- its marker gone with a Redis restart, or taken off a queue with no node holding it: the same message is sent
+  again, to the end of the lookup queue that the workers take from next. The workers answer a request id once
+  (worker.reply), so a copy that was not lost after all costs a lookup, never a second reply, LLM call or
+  write-back.
 
 Each re-send doubles the wait before the next look, so a pool that is down is not flooded with copies.
 """
@@ -19,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from collections import Counter, OrderedDict
 from dataclasses import dataclass
@@ -27,7 +29,8 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from schemas.keys import ENQUEUED_COUNTER, LOOKUP_QUEUE, QUEUED_PREFIX, REPLIED_PREFIX, TAKEN_PREFIX
+from schemas.enqueue import marker_ttl_s, parse_queued
+from schemas.keys import LLM_QUEUE, LOOKUP_QUEUE, QUEUED_PREFIX, REPLIED_PREFIX, TAKEN_PREFIX, enqueued_counter
 
 log = logging.getLogger(__name__)
 
@@ -35,21 +38,16 @@ log = logging.getLogger(__name__)
 QUEUED, TAKEN = "queued", "taken"
 MISSING = "missing from Redis"
 DROPPED = "taken off the queue, held by no node"
+# The queues a request waits on: lookup, then (a miss) the LLM's.
+QUEUES = (LOOKUP_QUEUE, LLM_QUEUE)
 GAVE_UP_KEPT = 10_000
 # How often the watcher wakes to see whether any request is due for a look (a look costs Redis nothing before).
 TICK_S = 0.25
 
 
-def marker_ttl_s(deadline: float) -> int:
-    """How long a queued marker is kept: until the request's deadline (nobody waits for it after that)."""
-    return max(1, math.ceil(deadline - time.time()) + 1)
-
-
 @dataclass
 class Watched:
     message: bytes
-    # Its number in the queue's count (schemas.keys.ENQUEUED_COUNTER); 0 once re-sent at the taking end.
-    place: int
     deadline: float
     look_at: float
     wait_s: float
@@ -67,12 +65,12 @@ class Resender:
         self.resent: Counter[str] = Counter()
         self.gave_up: OrderedDict[str, str] = OrderedDict()
 
-    def watch(self, request_id: str, message: bytes, place: int, deadline: float) -> None:
-        """Look after a request just enqueued (its message, as sent, and its place in the queue's count)."""
+    def watch(self, request_id: str, message: bytes, deadline: float) -> None:
+        """Look after a request just enqueued (its message, as sent)."""
         if self.after_s <= 0:
             return
         now = time.time()
-        self._watched[request_id] = Watched(message, place, deadline, now + self.after_s, self.after_s)
+        self._watched[request_id] = Watched(message, deadline, now + self.after_s, self.after_s)
         if self._loop is None or self._loop.done():
             self._loop = asyncio.create_task(self._run(), name="dejavu re-sender")
 
@@ -103,23 +101,25 @@ class Resender:
 
     async def _look(self, due: list[str]) -> None:
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.get(ENQUEUED_COUNTER)
-            pipe.llen(LOOKUP_QUEUE)
+            for queue in QUEUES:
+                pipe.get(enqueued_counter(queue))
+                pipe.llen(queue)
             for rid in due:
-                pipe.exists(QUEUED_PREFIX + rid)
+                pipe.get(QUEUED_PREFIX + rid)
                 pipe.get(TAKEN_PREFIX + rid)
                 pipe.pttl(TAKEN_PREFIX + rid)
                 pipe.exists(REPLIED_PREFIX + rid)
             found = await pipe.execute()
-        # Every request numbered up to this one has left the queue (it is a FIFO; restored or re-sent messages
-        # only lengthen it, which errs towards "still queued").
-        taken_off = int(found[0] or 0) - int(found[1])
+        # On each queue, every request numbered up to this has left it (a queue is a FIFO; restored or re-sent
+        # messages only lengthen it, which errs towards "still queued").
+        taken_off = {q: int(found[2 * i] or 0) - int(found[2 * i + 1]) for i, q in enumerate(QUEUES)}
+        found = found[2 * len(QUEUES) :]
         now, lost = time.time(), []
         for i, rid in enumerate(due):
             watched = self._watched.get(rid)
             if watched is None:
                 continue
-            queued, taken, taken_ms, replied = found[2 + 4 * i : 6 + 4 * i]
+            queued, taken, taken_ms, replied = found[4 * i : 4 * i + 4]
             if replied:
                 self.done(rid)
             elif taken:
@@ -128,29 +128,31 @@ class Resender:
                 watched.look_at = now + max(0, int(taken_ms)) / 1000 + TICK_S
             elif not queued:
                 watched.seen = MISSING
-                lost.append(rid)
-            elif watched.place > taken_off:
-                watched.seen = QUEUED
-                watched.look_at = now + self.after_s
+                lost.append((rid, MISSING))
             else:
-                watched.seen = DROPPED
-                lost.append(rid)
+                queue, place = parse_queued(queued)
+                if place > taken_off.get(queue, place):
+                    watched.seen = f"{QUEUED} on {queue}"
+                    watched.look_at = now + self.after_s
+                else:
+                    watched.seen = f"{DROPPED} ({queue})"
+                    lost.append((rid, DROPPED))
         if lost:
             await self._resend(lost, now)
 
-    async def _resend(self, lost: list[str], now: float) -> None:
+    async def _resend(self, lost: list[tuple[str, str]], now: float) -> None:
         async with self.redis.pipeline(transaction=False) as pipe:
-            for rid in lost:
+            for rid, _ in lost:
                 watched = self._watched[rid]
                 # At the end BRPOP takes from: it waited its turn once already.
                 pipe.rpush(LOOKUP_QUEUE, watched.message)
-                pipe.set(QUEUED_PREFIX + rid, 0, ex=marker_ttl_s(watched.deadline))
+                pipe.set(QUEUED_PREFIX + rid, f"{LOOKUP_QUEUE}:0", ex=marker_ttl_s(watched.deadline))
             await pipe.execute()
-        for rid in lost:
+        for rid, why in lost:
             watched = self._watched[rid]
             log.warning("request %s re-sent: %s", rid, watched.seen)
-            self.resent[watched.seen] += 1
-            watched.place, watched.wait_s = 0, watched.wait_s * 2
+            self.resent[why] += 1
+            watched.wait_s *= 2
             watched.look_at = now + watched.wait_s
 
     async def aclose(self) -> None:

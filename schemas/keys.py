@@ -24,13 +24,21 @@ REPLY_PREFIX = f"{PREFIX}:reply:"
 # Marks a request as answered (SET NX), so a task run twice publishes one reply.
 REPLIED_PREFIX = f"{PREFIX}:replied:"
 # Re-sending (producer.resend, docs/operations.md): what a producer can read of a request it has no reply to.
-# How many requests were ever enqueued on LOOKUP_QUEUE: with the queue's length, which of them were taken off it.
-ENQUEUED_COUNTER = f"{PREFIX}:enqueued:{LOOKUP_QUEUE}"
-# `<prefix><id>`: the request's place in that count, written with the message (gone with it if Redis loses it).
+# `<prefix><id>`: "<queue>:<place>", the queue the request waits on and its place in that queue's count
+# (enqueued_counter), written with the message by schemas/lua/enqueue.lua, so gone with it if Redis loses it.
 QUEUED_PREFIX = f"{PREFIX}:queued:"
 # `<prefix><id>`: the node working on it ("lookup <node>", "llm <node>"), set with the unacked copy and renewed
 # while an LLM call runs; it lapses within seconds of the node's death.
 TAKEN_PREFIX = f"{PREFIX}:taken:"
+# The task message header that names the request an LLM task works on (the lookup task's id is the request id).
+REQUEST_HEADER = "dejavu_request"
+
+
+def enqueued_counter(queue: str) -> str:
+    """How many requests were ever enqueued on `queue`: with its length, which of them were taken off it."""
+    return f"{PREFIX}:enqueued:{queue}"
+
+
 # Coalescing: the lease of the task calling the LLM for an entry, and the answer it publishes.
 PENDING_PREFIX = f"{PREFIX}:pending:"
 COALESCED_ANSWER_PREFIX = f"{PREFIX}:coalesced:"

@@ -23,8 +23,11 @@ _ORIGIN = f"{os.getpid()}@{socket.gethostname()}"
 _EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
 
 
-def task_message(task: str, queue: str, args: Sequence[Any], task_id: str | None = None) -> bytes:
-    """The bytes to LPUSH onto the Redis list named `queue` so that a worker runs `task(*args)`."""
+def task_message(
+    task: str, queue: str, args: Sequence[Any], task_id: str | None = None, headers: dict[str, str] | None = None
+) -> bytes:
+    """The bytes to LPUSH onto the Redis list named `queue` so that a worker runs `task(*args)`; `headers` are
+    added to Celery's own."""
     tid = task_id or str(uuid.uuid4())
     body = json.dumps([list(args), {}, _EMBED]).encode("utf-8")
     envelope = {
@@ -36,7 +39,7 @@ def task_message(task: str, queue: str, args: Sequence[Any], task_id: str | None
             "group": None, "group_index": None, "retries": 0, "timelimit": [None, None],
             "root_id": tid, "parent_id": None, "argsrepr": f"<{len(args)} args>", "kwargsrepr": "{}",
             "origin": _ORIGIN, "ignore_result": True, "replaced_task_nesting": 0,
-            "stamped_headers": None, "stamps": {},
+            "stamped_headers": None, "stamps": {}, **(headers or {}),
         },
         "properties": {
             "correlation_id": tid, "delivery_mode": 2,

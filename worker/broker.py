@@ -9,8 +9,9 @@
   parameters it was opened with instead.
 
 It also reuses one Redis client per connection pool where stock kombu builds one per delivery and per ack, and
-marks each lookup request it takes as held by this node, in the same MULTI as its unacked copy (producer.resend
-reads the mark: a request taken off the queue that no node holds was lost and is sent again).
+marks each request it takes (a lookup, or a miss's LLM task) as held by this node, in the same MULTI as its
+unacked copy (producer.resend reads the mark: a request taken off a queue that no node holds was lost and is
+sent again).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from kombu.transport import TRANSPORT_ALIASES, virtual
 from kombu.transport import redis as kombu_redis
 from kombu.utils.json import dumps
 
-from schemas.keys import LOOKUP_TASK, TAKEN_PREFIX
+from schemas.keys import LOOKUP_TASK, REQUEST_HEADER, TAKEN_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +39,11 @@ class QoS(kombu_redis.QoS):
             pipe.zadd(self.unacked_index_key, {delivery_tag: time()})
             copy = [message._raw, delivery["exchange"], delivery["routing_key"]]
             pipe.hset(self.unacked_key, delivery_tag, dumps(copy))
-            ttl = self.channel.taken_ttl
-            if ttl and headers.get("task") == LOOKUP_TASK and headers.get("id"):
-                pipe.set(TAKEN_PREFIX + headers["id"], f"lookup {self.channel.node_name}", ex=ttl)
+            # A lookup task's id is its request id; an LLM task names its request in a header (worker.handoff).
+            request_id = headers["id"] if headers.get("task") == LOOKUP_TASK else headers.get(REQUEST_HEADER)
+            if self.channel.taken_ttl and request_id:
+                stage = "lookup" if request_id == headers.get("id") else "llm"
+                pipe.set(TAKEN_PREFIX + request_id, f"{stage} {self.channel.node_name}", ex=self.channel.taken_ttl)
             pipe.execute()
             virtual.QoS.append(self, message, delivery_tag)
 

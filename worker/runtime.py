@@ -31,6 +31,7 @@ from schemas.keys import PG_DOWN_KEY, PG_DOWN_TTL_S
 from worker.coalesce import Coalescer
 from worker.embed import Embedder
 from worker.errors import REDIS_DOWN
+from worker.handoff import LLMQueue
 from worker.llm import LLMClient
 from worker.llm_slots import LLMSlots
 from worker.reply import ReplyPublisher
@@ -70,6 +71,7 @@ class Runtime:
     llm: LLMClient
     replies: ReplyPublisher
     coalescer: Coalescer
+    llm_queue: LLMQueue
     _embedder: Embedder | None = None
     _embedder_lock: threading.Lock = field(default_factory=threading.Lock)
     _thread: threading.Thread | None = None
@@ -131,6 +133,7 @@ class Runtime:
             llm=llm,
             replies=ReplyPublisher(redis, settings.reply_ttl_s),
             coalescer=Coalescer(redis, settings.coalesce_lease_s),
+            llm_queue=LLMQueue(redis),
         )
 
     @property

@@ -13,7 +13,6 @@ from schemas.keys import (
     BACKFILL_TASK,
     COMPLETE_TASK,
     FORGET_TASK,
-    LLM_QUEUE,
     LOOKUP_TASK,
     WRITEBACK_QUEUE,
     WRITEBACK_TASK,
@@ -74,7 +73,8 @@ def lookup(payload: str) -> None:
     rt = runtime.current(get_settings())
     outcome = rt.run(pipeline.handle(payload, rt))
     if outcome.miss is not None:
-        hand_off(complete, outcome.miss.model_dump_json(), LLM_QUEUE)
+        # A Redis that is down raises here, and the lookup is retried (REDIS_RETRY); it is idempotent.
+        rt.run(rt.llm_queue.put(outcome.miss))
     if outcome.writeback is not None:
         hand_off(writeback_task, outcome.writeback.model_dump_json(), WRITEBACK_QUEUE)
 

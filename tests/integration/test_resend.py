@@ -17,7 +17,7 @@ from producer.aclient import AsyncClient
 from producer.base import lookup_message
 from producer.resend import DROPPED, MISSING
 from producer.settings import ProducerSettings
-from schemas.keys import ENQUEUED_COUNTER, LLM_QUEUE, QUEUED_PREFIX, REPLIED_PREFIX, TAKEN_PREFIX, reply_key
+from schemas.keys import LLM_QUEUE, QUEUED_PREFIX, REPLIED_PREFIX, TAKEN_PREFIX, enqueued_counter, reply_key
 from schemas.messages import ChatReply, ChatRequest, Tier
 from tests.conftest import llm_calls, stack_logs, wait_until
 from worker.local.servers import LocalStack
@@ -34,25 +34,26 @@ def with_client(body: Callable[[AsyncClient], Awaitable[ChatReply]], after_s: fl
     return asyncio.run(run())
 
 
-def lost_in_window(rdb: redis.Redis, request: ChatRequest, queued: bool, taken_by: str | None = None) -> int:
-    """What Redis holds of a request lost after its enqueue: its message is on no queue; with `queued`, its
-    numbered marker survived (it was taken off the queue); with `taken_by`, a node's mark that lapses in 1 s.
-    Returns the place the enqueue script gave it."""
-    place = int(rdb.incr(ENQUEUED_COUNTER))
-    if queued:
-        rdb.set(QUEUED_PREFIX + request.request_id, place, ex=60)
+def lost_in_window(rdb: redis.Redis, request: ChatRequest, queued_on: str | None, taken_by: str | None = None) -> None:
+    """What Redis holds of a request lost after its enqueue: its message is on no queue; with `queued_on`, its
+    numbered marker on that queue survived (it was taken off the queue); with `taken_by`, a node's mark that lapses
+    in 1 s."""
+    if queued_on is not None:
+        place = int(rdb.incr(enqueued_counter(queued_on)))
+        rdb.set(QUEUED_PREFIX + request.request_id, f"{queued_on}:{place}", ex=60)
     if taken_by is not None:
         rdb.set(TAKEN_PREFIX + request.request_id, taken_by, ex=1)
-    return place
 
 
-def ask_lost(rdb: redis.Redis, question: str, tenant: str, queued: bool, taken_by: str | None = None) -> ChatReply:
+def ask_lost(
+    rdb: redis.Redis, question: str, tenant: str, queued_on: str | None, taken_by: str | None = None
+) -> ChatReply:
     async def body(aclient: AsyncClient) -> ChatReply:
         request = aclient.request(question, tenant=tenant, timeout=20)
-        place = lost_in_window(rdb, request, queued, taken_by)
-        aclient.resender.watch(request.request_id, lookup_message(request), place, request.deadline)
+        lost_in_window(rdb, request, queued_on, taken_by)
+        aclient.resender.watch(request.request_id, lookup_message(request), request.deadline)
         reply = await aclient.get_reply(request.request_id, timeout=20)
-        assert dict(aclient.resender.resent) == {MISSING if not queued else DROPPED: 1}, aclient.resender.resent
+        assert dict(aclient.resender.resent) == {DROPPED if queued_on else MISSING: 1}, aclient.resender.resent
         return reply
 
     return with_client(body)
@@ -61,7 +62,7 @@ def ask_lost(rdb: redis.Redis, question: str, tenant: str, queued: bool, taken_b
 def test_a_request_redis_lost_with_its_marker_is_sent_again(rdb: redis.Redis, stack: LocalStack, tenant: str) -> None:
     # Given Redis killed within a second of the enqueue: the message and its marker were never written ...
     question = f"Is a request lost with a Redis crash answered ({tenant})?"
-    reply = ask_lost(rdb, question, tenant, queued=False)
+    reply = ask_lost(rdb, question, tenant, queued_on=None)
     # ... its producer sent it again, and it was answered by one LLM call.
     assert reply.ok and reply.tier == Tier.LLM and question in (reply.answer or "")
     assert llm_calls(stack, question) == 1
@@ -72,7 +73,7 @@ def test_a_request_taken_off_the_queue_by_a_node_that_died_before_its_unacked_co
 ) -> None:
     # Given a node that took the message (BRPOP) and died before it wrote the unacked copy and its mark ...
     question = f"Is a request dropped between BRPOP and its unacked copy answered ({tenant})?"
-    reply = ask_lost(rdb, question, tenant, queued=True)
+    reply = ask_lost(rdb, question, tenant, queued_on="lookup")
     assert reply.ok and reply.tier == Tier.LLM and question in (reply.answer or "")
     assert llm_calls(stack, question) == 1
 
@@ -83,10 +84,44 @@ def test_a_request_held_by_a_node_that_died_is_sent_again_when_its_mark_lapses(
     # Given a node that marked the request held and was then killed (its unacked copy waits for the visibility
     # timeout) ...
     question = f"Is a request held by a dead node answered within seconds ({tenant})?"
-    reply = ask_lost(rdb, question, tenant, queued=True, taken_by="lookup dead@nowhere")
+    reply = ask_lost(rdb, question, tenant, queued_on="lookup", taken_by="lookup dead@nowhere")
     # ... it is sent again once the mark lapsed, and answered.
     assert reply.ok and reply.tier == Tier.LLM and question in (reply.answer or "")
     assert llm_calls(stack, question) == 1
+
+
+def test_a_miss_taken_off_the_llm_queue_by_a_node_that_died_is_sent_again(
+    rdb: redis.Redis, stack: LocalStack, tenant: str
+) -> None:
+    # Given a miss handed to the LLM queue, taken off it by an LLM node that died before its unacked copy ...
+    question = f"Is a miss dropped between the LLM queue and its node answered ({tenant})?"
+    reply = ask_lost(rdb, question, tenant, queued_on=LLM_QUEUE)
+    # ... it is sent again from the start, and answered by one LLM call.
+    assert reply.ok and reply.tier == Tier.LLM and question in (reply.answer or "")
+    assert llm_calls(stack, question) == 1
+
+
+def test_a_miss_waiting_for_an_llm_node_is_not_sent_again(rdb: redis.Redis, tenant: str) -> None:
+    async def body(aclient: AsyncClient) -> None:
+        request = aclient.request(f"Is a miss that waits its turn sent again ({tenant})?", tenant=tenant, timeout=20)
+        # Given a miss still waiting on the LLM queue (its place is above the count taken off it) ...
+        place = int(rdb.get(enqueued_counter(LLM_QUEUE)) or 0) + 1000
+        rdb.set(QUEUED_PREFIX + request.request_id, f"{LLM_QUEUE}:{place}", ex=60)
+        aclient.resender.watch(request.request_id, lookup_message(request), request.deadline)
+        # ... its producer's looks find it there, and send nothing.
+        await asyncio.to_thread(
+            wait_until, lambda: aclient.resender.seen(request.request_id) == f"queued on {LLM_QUEUE}"
+        )
+        await asyncio.sleep(3 * RESEND_AFTER_S)
+        assert aclient.resender.seen(request.request_id) == f"queued on {LLM_QUEUE}"
+        assert not aclient.resender.resent
+        aclient.resender.done(request.request_id)
+
+    async def run() -> None:
+        async with AsyncClient(ProducerSettings(resend_after_s=RESEND_AFTER_S)) as aclient:
+            await body(aclient)
+
+    asyncio.run(run())
 
 
 def test_a_reply_redis_lost_is_published_again(rdb: redis.Redis, stack: LocalStack, tenant: str) -> None:

@@ -1,8 +1,0 @@
-"""The producer's Redis Lua script, kept as a file beside this one."""
-
-from __future__ import annotations
-
-from pathlib import Path
-
-# LPUSH a task message unless the queue is already at its limit (answers the new depth, or minus the depth).
-ENQUEUE_BOUNDED = (Path(__file__).parent / "enqueue_bounded.lua").read_text(encoding="utf-8")
