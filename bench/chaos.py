@@ -42,7 +42,7 @@ from schemas.messages import ChatReply, ChatRequest
 from worker import guards
 from worker.embed import Embedder
 from worker.local.servers import LocalStack, free_port
-from worker.local.standin_llm import standin_answer
+from worker.local.standin.answer import standin_answer
 from worker.settings import Settings
 
 TIMEOUT_S = 60.0
