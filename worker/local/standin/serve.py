@@ -175,12 +175,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="A stand-in for an LLM that speaks OpenAI's chat-completions API.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8099)
-    parser.add_argument(
-        "--delay-ms",
-        type=float,
-        default=800.0,
-        help="the first token's delay, +-25%% per question, unless --first-token-ms is given",
-    )
+    spread = "the first token's delay, +-25%% per question, unless --first-token-ms is given"
+    parser.add_argument("--delay-ms", type=float, default=800.0, help=spread)
     parser.add_argument("--first-token-ms", type=float, help="the first token's delay, the same for every question")
     parser.add_argument("--token-ms", type=float, default=0.0, help="the pace of the tokens after the first")
     parser.add_argument("--tokens", type=int, default=0, help="pad answers to at least this many tokens")
