@@ -172,7 +172,10 @@ def make_app(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="A stand-in for an LLM that speaks OpenAI's chat-completions API.")
+    parser = argparse.ArgumentParser(
+        prog="python -m worker.local.standin",
+        description="A stand-in for an LLM that speaks OpenAI's chat-completions API.",
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8099)
     spread = "the first token's delay, +-25%% per question, unless --first-token-ms is given"
