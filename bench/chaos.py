@@ -40,7 +40,7 @@ from producer.settings import ProducerSettings
 from schemas.keys import TAKEN_PREFIX
 from worker.embed import Embedder
 from worker.local.servers import LocalStack, free_port
-from worker.local.standin_llm import standin_answer
+from worker.local.standin.answer import standin_answer
 from worker.settings import Settings
 
 # When each fault strikes, as a share of the sending time; (fault, share).

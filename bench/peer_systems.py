@@ -14,6 +14,7 @@ import json
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -271,3 +272,33 @@ class Gateway:
 
 def served_indices(served: Sequence[Served]) -> np.ndarray:
     return np.array([s.entry for s in served], dtype=np.int64)
+
+
+# How the benchmark asks a system: one caller after the other, or `callers` threads at once.
+
+
+def sequential(lookup: Any, texts: Sequence[str]) -> tuple[list[float], list[Served], float]:
+    """One caller: per-question latency (ms), what was served, and the wall time (s)."""
+    latencies, served = [], []
+    start = time.perf_counter()
+    for text in texts:
+        t = time.perf_counter()
+        served.append(lookup(text))
+        latencies.append((time.perf_counter() - t) * 1000)
+    return latencies, served, time.perf_counter() - start
+
+
+def concurrent(system: System, texts: Sequence[str], callers: int) -> tuple[list[Served], float]:
+    """`callers` threads, each with its own caller, share the questions; returns what was served and the wall time."""
+    served: list[Served | None] = [None] * len(texts)
+
+    def loop(i: int) -> None:
+        lookup = system.caller()
+        for k in range(i, len(texts), callers):
+            served[k] = lookup(texts[k])
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(callers) as pool:
+        list(pool.map(loop, range(callers)))
+    elapsed = time.perf_counter() - start
+    return [s for s in served if s is not None], elapsed

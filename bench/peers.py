@@ -6,11 +6,7 @@ same questions, and judges every hit against an exhaustive numpy search. Then: r
 tiers at 10k and ~80k entries (bench.recall) and the cost of an mxbai-embed-large-shaped embedder
 (bench.mxbai_shape). Prints a table, draws bench/results/peers.png and writes bench/results/peers.json.
 
-CPU per semantic hit (bench.cpu): after its other figures, each system is asked the semantic-hit questions by
---callers callers CPU_REPS times while the CPU of every process it uses is read before and after (this process,
-and for this project the stack's Redis, Postgres, stand-in LLM, workers and gateway; for RedisVL the stack's
-Redis); medians. Right after each gateway repetition a bare aiohttp app (bench.bare_aiohttp) gets the same
-requests with the same concurrency, for the gateway's own CPU per request beside the HTTP hop's.
+CPU per semantic hit: bench.peers_cpu; the checks of every hit against exhaustive search: bench.peers_checks.
 
 The stand-in LLM answers at once here (--llm-delay-ms 0): a miss then costs what the cache itself spends on it.
 """
@@ -23,13 +19,8 @@ import math
 import os
 import platform
 import shutil
-import socket
-import statistics
-import sys
 import time
-from collections import Counter
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -39,51 +30,23 @@ import numpy as np
 import redis
 
 from bench import mxbai_shape, recall
-from bench.cpu import METHOD, SELF, Sampler, counters_delta, redis_counters, stack_groups
-from bench.peer_systems import Gateway, GPTCache, Ours, RedisVL, Reference, Served, System, served_indices
-from bench.peers_data import KINDS, Query, Workload, cached_vectors, workload
-from bench.reference import MISS, Nearest, agreement, nearest
+from bench.cpu import METHOD, SELF, Sampler, stack_groups
+from bench.peer_systems import Gateway, GPTCache, Ours, RedisVL, Reference, Served, System, concurrent, sequential
+from bench.peers_checks import batch_independence, judge, refused, stored_vector_agreement
+from bench.peers_cpu import CPU_REPS, cpu_per_hit, gateway_cpu, idle_cpu, search_config, start_bare
+from bench.peers_data import KINDS, Workload, cached_vectors, workload
+from bench.reference import MISS, Nearest, nearest
 from bench.report import chart, headline, print_table, write_json
 from bench.stats import machine, pct
 from schemas.keys import COALESCED_ANSWER_PREFIX, entry_prefix
-from worker import pipeline, sqlfiles
+from worker import sqlfiles
 from worker.embed import Embedder
 from worker.local.servers import LocalStack, free_port
 from worker.settings import Settings
-from worker.verifier import Verifier
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TENANT = "peers"
 GATEWAY_KEY = "peers-key"
-CPU_REPS = 3
-BARE = "bare-aiohttp"
-
-
-def sequential(lookup: Any, texts: Sequence[str]) -> tuple[list[float], list[Served], float]:
-    """One caller: per-question latency (ms), what was served, and the wall time (s)."""
-    latencies, served = [], []
-    start = time.perf_counter()
-    for text in texts:
-        t = time.perf_counter()
-        served.append(lookup(text))
-        latencies.append((time.perf_counter() - t) * 1000)
-    return latencies, served, time.perf_counter() - start
-
-
-def concurrent(system: System, texts: Sequence[str], callers: int) -> tuple[list[Served], float]:
-    """`callers` threads, each with its own caller, share the questions; returns what was served and the wall time."""
-    served: list[Served | None] = [None] * len(texts)
-
-    def loop(i: int) -> None:
-        lookup = system.caller()
-        for k in range(i, len(texts), callers):
-            served[k] = lookup(texts[k])
-
-    start = time.perf_counter()
-    with ThreadPoolExecutor(callers) as pool:
-        list(pool.map(loop, range(callers)))
-    elapsed = time.perf_counter() - start
-    return [s for s in served if s is not None], elapsed
 
 
 class Forgetter:
@@ -117,45 +80,6 @@ class Forgetter:
 
     def close(self) -> None:
         self.rdb.close()
-
-
-def judge(
-    wl: Workload, queries: list[Query], served: list[Served], ref: Nearest, ref_refused: Nearest,
-    entry_vecs: np.ndarray, query_vecs: np.ndarray, threshold: float,
-) -> dict[str, Any]:  # fmt: skip
-    hits = sum(s.entry != MISS for s in served)
-    right = sum(
-        (s.entry == MISS) if q.expected is None else (s.answer == wl.entries[q.expected].answer)
-        for q, s in zip(queries, served, strict=True)
-    )
-    wrong = sum(
-        s.entry != MISS and (q.expected is None or s.answer != wl.entries[q.expected].answer)
-        for q, s in zip(queries, served, strict=True)
-    )
-    return {
-        "hits": hits,
-        "right": right,
-        "wrong": wrong,
-        "agreement": agreement(ref, served_indices(served), entry_vecs, query_vecs, threshold).as_dict(),
-        # The same against what cosine plus this project's guards and verifier would serve (its precision rule,
-        # not an index loss): the figure that says whether our tiers missed a hit they should have served.
-        "agreement_with_refusals": agreement(
-            ref_refused, served_indices(served), entry_vecs, query_vecs, threshold
-        ).as_dict(),
-        "tiers": dict(Counter(s.tier for s in served)),
-    }
-
-
-def refused(
-    wl: Workload, queries: list[Query], ref: Nearest, threshold: float, use_guards: bool, verifier: Verifier | None
-) -> Nearest:
-    """The reference once this project's refusal rule (its guards, then its verifier: pipeline.refusal, as the
-    workers are configured) has had its say on the exhaustive nearest entry: a hit the rule refuses becomes a miss."""
-    no = np.array([
-        bool(h) and pipeline.refusal(q.text, wl.entries[i].question, float(s), use_guards, verifier) is not None
-        for q, h, i, s in zip(queries, ref.hits(threshold), ref.index, ref.similarity, strict=True)
-    ])  # fmt: skip
-    return Nearest(ref.index, np.where(no, np.float32(-1.0), ref.similarity))
 
 
 def measure(
@@ -203,101 +127,6 @@ def measure(
     return out
 
 
-def cpu_rep(
-    system: System, texts: Sequence[str], callers: int, sampler: Sampler, rdb: redis.Redis
-) -> tuple[list[Served], dict[str, Any]]:
-    """One repetition of the CPU phase: `callers` callers share `texts`; CPU per component and Redis's counters."""
-    before = redis_counters(rdb.info("commandstats"), rdb.info("cpu"))
-    sampler.start()
-    served, _ = concurrent(system, texts, callers)
-    window = sampler.stop()
-    d = counters_delta(before, redis_counters(rdb.info("commandstats"), rdb.info("cpu")))
-    return served, {
-        "lookups": len(texts), "hits": sum(s.entry != MISS for s in served),
-        "answered": sum(s.answer is not None for s in served), "wall_s": round(window.wall_s, 3),
-        "cpu_ms": {k: round(v, 2) for k, v in window.cpu_ms.items()},
-        "ft_search_calls": int(d["calls"]), "ft_search_cpu_ms": round(d["usec"] / 1000, 2),
-    }  # fmt: skip
-
-
-def cpu_summary(reps: list[dict[str, Any]], components: Sequence[str], per: str = "hits") -> dict[str, Any]:
-    """Medians over the repetitions of CPU ms per hit (`per`: "hits", or "answered" for the bare app) and per
-    lookup, summed over `components`; the breakdown is the median repetition's."""
-
-    def total(rep: dict[str, Any]) -> float:
-        return float(sum(rep["cpu_ms"].get(c, 0.0) for c in components))
-
-    per_hit = [total(r) / r[per] if r[per] else math.nan for r in reps]
-    middle = reps[sorted(range(len(reps)), key=lambda i: per_hit[i])[len(reps) // 2]]
-    calls = [r["ft_search_cpu_ms"] / r["ft_search_calls"] for r in reps if r["ft_search_calls"]]
-    return {
-        "components": list(components),
-        "cpu_ms_per_hit": round(statistics.median(per_hit), 3),
-        "cpu_ms_per_lookup": round(statistics.median(total(r) / r["lookups"] for r in reps), 3),
-        "median_rep_cpu_ms_per_hit": {c: round(middle["cpu_ms"].get(c, 0.0) / middle[per], 3) for c in components}
-        if middle[per] else {},
-        "ft_search_cpu_ms_per_call": round(statistics.median(calls), 4) if calls else None,
-        "hits_per_s": round(statistics.median(r[per] / r["wall_s"] for r in reps), 1),
-        "reps": reps,
-    }  # fmt: skip
-
-
-def cpu_per_hit(
-    system: System, texts: Sequence[str], callers: int, sampler: Sampler, rdb: redis.Redis,
-    components: Sequence[str], forget: Forgetter | None,
-) -> dict[str, Any]:  # fmt: skip
-    """CPU per semantic hit, CPU_REPS repetitions of the fixed `callers`-caller phase."""
-    reps = []
-    for _ in range(CPU_REPS):
-        served, rep = cpu_rep(system, texts, callers, sampler, rdb)
-        if forget is not None:  # outside the window
-            forget(texts, served)
-        reps.append(rep)
-    return cpu_summary(reps, components)
-
-
-def gateway_cpu(
-    gateway: System,
-    bare: System,
-    texts: Sequence[str],
-    callers: int,
-    sampler: Sampler,
-    rdb: redis.Redis,
-    components: Sequence[str],
-    forget: Forgetter,
-) -> dict[str, Any]:
-    """The gateway's CPU phase, each repetition followed at once by the same requests to the bare aiohttp app."""
-    reps, bare_reps = [], []
-    for _ in range(CPU_REPS):
-        served, rep = cpu_rep(gateway, texts, callers, sampler, rdb)
-        reps.append(rep)
-        bare_reps.append(cpu_rep(bare, texts, callers, sampler, rdb)[1])
-        forget(texts, served)
-    out = cpu_summary(reps, components)
-    own = cpu_summary(reps, ["gateway"])
-    bare_own = cpu_summary(bare_reps, [BARE], per="answered")
-    return out | {
-        "gateway_process_cpu_ms_per_hit": own["cpu_ms_per_hit"],
-        "gateway_process_cpu_ms_per_request": own["cpu_ms_per_lookup"],
-        BARE: {k: bare_own[k] for k in ("cpu_ms_per_hit", "hits_per_s", "reps")},
-    }
-
-
-def start_bare(stack: LocalStack) -> str:
-    """bench.bare_aiohttp as one more of the stack's processes (stopped with it); returns its base URL."""
-    port = free_port()
-    stack.spawn(BARE, [sys.executable, "-m", "bench.bare_aiohttp", "--port", str(port)])
-    end = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return f"http://127.0.0.1:{port}"
-        except OSError:
-            if stack.procs[BARE].poll() is not None or time.monotonic() > end:
-                raise RuntimeError(f"{BARE} did not start; see {stack.root / (BARE + '.log')}") from None
-            time.sleep(0.1)
-
-
 @contextmanager
 def session_of(embedder: Embedder, other: Embedder) -> Iterator[None]:
     """`embedder` runs `other`'s onnxruntime session (same model, other thread settings) inside the block: how the
@@ -315,27 +144,6 @@ def single_threaded(embedder: Embedder, cache_dir: Path) -> Embedder:
     single = Embedder(embedder.profile, cache_dir, threads=1)
     single.warm_up()
     return single
-
-
-def batch_independence(embedder: Embedder, wl: Workload, n: int = 256) -> dict[str, Any]:
-    """Does a text's vector depend on what else is embedded with it? `n` questions alone, then inside
-    `Embedder.embed` calls of 8 and of 32 (as a backfill chunk holds them); the lowest cosine of the two."""
-    texts = [e.question for e in wl.entries[:: max(1, len(wl.entries) // n)]][:n]
-    alone = np.stack([embedder.embed_one(t) for t in texts])
-    out: dict[str, Any] = {"questions": len(texts)}
-    for size in (8, 32):
-        batched = np.concatenate([embedder.embed(texts[i : i + size]) for i in range(0, len(texts), size)])
-        out[f"min_in_batches_of_{size}"] = round(float(np.einsum("ij,ij->i", alone, batched).min()), 6)
-    out["min"] = min(out["min_in_batches_of_8"], out["min_in_batches_of_32"])
-    return out
-
-
-def idle_cpu(sampler: Sampler, seconds: float = 3.0) -> dict[str, float]:
-    """CPU ms per second each component spends with nothing asked: the floor under every phase's figures."""
-    sampler.start()
-    time.sleep(seconds)
-    window = sampler.stop()
-    return {k: round(v / window.wall_s, 2) for k, v in window.cpu_ms.items()}
 
 
 def start_stack(args: argparse.Namespace, root: Path) -> tuple[LocalStack, str, int]:
@@ -503,55 +311,6 @@ def run_systems(
         ours.close()
         rdb.close()
     out["cpu_setup"] = cpu_setup
-    return out
-
-
-def search_config(rdb: redis.Redis) -> dict[str, Any]:
-    """RediSearch's version and its query-thread settings: with worker threads a query runs off Redis's main
-    thread, and commandstats would no longer time it whole. (2.10 as shipped here has no WORKERS setting: queries
-    run on the main thread, and INFO cpu's main-thread figure equals the whole server's in the recall part.)"""
-
-    def text(x: Any) -> str:
-        return x.decode() if isinstance(x, bytes) else str(x)
-
-    modules = {text(m.get(b"name", m.get("name"))): m.get(b"ver", m.get("ver")) for m in rdb.module_list()}
-    config = rdb.execute_command("FT.CONFIG", "GET", "*")  # type: ignore[no-untyped-call]
-    items = config.items() if isinstance(config, dict) else config
-    return {"redisearch_version": modules.get("search"),
-            "worker_settings": {text(k): text(v) for k, v in items if "WORKER" in text(k).upper()}}  # fmt: skip
-
-
-def stored_vector_agreement(
-    stack: LocalStack, ours: Ours, wl: Workload, vecs: dict[str, np.ndarray], single: np.ndarray, threshold: float
-) -> dict[str, Any]:
-    """The vectors the backfill stored (read back from Postgres) against the ones the same questions get alone:
-    how often the reference's hit decision changes when judged on the stored ones (none, once the embedder
-    gives a text the same vector whatever its batch mates; batched dynamic int8 flipped 13 of 500)."""
-    ids = ours.entry_ids([e.question for e in wl.entries])
-
-    async def fetch() -> dict[str, np.ndarray]:
-        from pgvector.asyncpg import register_vector
-
-        conn = await asyncpg.connect(stack.pg_dsn)
-        try:
-            await register_vector(conn)
-            rows = await conn.fetch(
-                f"SELECT id, embedding FROM {sqlfiles.table_name(ours.settings.profile().name)} WHERE id = ANY($1)", ids
-            )
-            return {r["id"]: r["embedding"].to_numpy() for r in rows}
-        finally:
-            await conn.close()
-
-    stored = asyncio.run(fetch())
-    stored_vecs = np.stack([stored[i] for i in ids]).astype(np.float32)
-    out: dict[str, Any] = {}
-    for kind in ("paraphrase", "miss"):
-        a, b = nearest(single, vecs[kind]), nearest(stored_vecs, vecs[kind])
-        ha, hb = a.hits(threshold), b.hits(threshold)
-        out[kind] = {"hits_single_vectors": int(ha.sum()), "hits_stored_vectors": int(hb.sum()),
-                     "decisions_differ": int((ha != hb).sum())}  # fmt: skip
-    cos = np.einsum("ij,ij->i", single, stored_vecs)
-    out["cosine_single_vs_stored"] = {"min": round(float(cos.min()), 5), "median": round(float(np.median(cos)), 5)}
     return out
 
 

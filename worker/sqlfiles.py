@@ -5,7 +5,10 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+_PACKAGE = Path(__file__).resolve().parent
+# A checkout (and an editable install) reads the top-level sql/; a wheel carries the same files as worker/sql/,
+# copied there by setup.py's build step.
+SQL_DIR = _PACKAGE / "sql" if (_PACKAGE / "sql").is_dir() else _PACKAGE.parent / "sql"
 
 
 @functools.cache

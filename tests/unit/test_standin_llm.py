@@ -17,7 +17,8 @@ import pytest
 from aiohttp.test_utils import TestServer
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
-from worker.local.standin_llm import TOKEN, make_app, standin_answer, variant_of
+from worker.local.standin.answer import TOKEN, standin_answer, variant_of
+from worker.local.standin.serve import make_app
 
 MODEL = "standin-1"
 WEATHER: Any = {

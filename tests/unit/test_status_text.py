@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from worker.tools.cli import _backfills
+from worker.tools.commands.status import _backfills
 
 
 def test_a_stopped_job_is_named_with_its_progress_and_how_to_finish_it() -> None:

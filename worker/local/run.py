@@ -1,5 +1,8 @@
 """`make run`: start the embedded stack, the workers and Flower, run a short demo, then wait for Ctrl-C.
 
+The stand-in LLM is paced like a hosted model (first token after --llm-first-token-ms, then one every
+--llm-token-ms), and the demo ends with a streamed miss printed token by token, its first-token time beside its total.
+
 It is the one module that composes both sides (the worker stack and a producer client for the demo).
 Everything it starts runs in its own process group and is stopped on Ctrl-C or SIGTERM, workers
 first, then the servers. Data lives under `.var/local` (secrets in `.var/local/secrets.env`, mode 0600).
@@ -17,6 +20,7 @@ from types import FrameType
 
 from producer.client import Client
 from producer.settings import ProducerSettings
+from schemas.messages import ChatDelta
 from worker.local.servers import LocalStack
 
 DEMO = [
@@ -43,6 +47,23 @@ def demo(client: Client) -> None:
             time.sleep(0.5)  # the write-back of the first answer runs off the reply path; let it land
 
 
+def demo_stream(client: Client) -> None:
+    """One streamed miss, printed token by token as the workers relay the LLM's stream."""
+    question = "Why is the sky blue?"  # cold: a fresh tenant per run
+    print(f"\na streamed miss (stream=True; the stand-in LLM streams like a hosted model): {question}\n  ", end="")
+    start = time.perf_counter()
+    first_ms: float | None = None
+    for event in client.ask_stream(question, tenant=f"demo-{int(time.time())}-stream", timeout=30):
+        if isinstance(event, ChatDelta):
+            first_ms = first_ms if first_ms is not None else (time.perf_counter() - start) * 1000
+            print(event.delta.get("content") or "", end="", flush=True)
+        elif not event.ok:
+            print(f"ERROR {event.error}", end="")
+    total_ms = (time.perf_counter() - start) * 1000
+    first = "-" if first_ms is None else f"{first_ms:.0f} ms"
+    print(f"\n  first token after {first}, whole answer after {total_ms:.0f} ms")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=Path(".var/local"))
@@ -51,11 +72,13 @@ def main() -> None:
     parser.add_argument("--lookup-pool", choices=["solo", "prefork"], default="solo")
     parser.add_argument("--flower-port", type=int, default=5555)
     parser.add_argument("--gateway-port", type=int, default=8080)
-    parser.add_argument("--llm-delay-ms", type=float, default=800.0)
+    # Paced like a hosted model: the first token after a few hundred ms, then one every ~25 ms.
+    parser.add_argument("--llm-first-token-ms", type=float, default=400.0, help="the stand-in's first-token delay")
+    parser.add_argument("--llm-token-ms", type=float, default=25.0, help="the stand-in's pace after the first token")
     parser.add_argument("--no-wait", action="store_true", help="stop after the demo instead of waiting")
     args = parser.parse_args()
 
-    stack = LocalStack(args.data, llm_delay_ms=args.llm_delay_ms)
+    stack = LocalStack(args.data, llm_first_token_ms=args.llm_first_token_ms, llm_token_ms=args.llm_token_ms)
 
     def stop(signum: int, _frame: FrameType | None) -> None:
         raise KeyboardInterrupt
@@ -78,6 +101,7 @@ def main() -> None:
         names = client.wait_for_workers(len(nodes))
         print(f"workers up: {', '.join(names)}")
         demo(client)
+        demo_stream(client)
         secrets_file = stack.root / "secrets.env"
         print(f"\nFlower: http://127.0.0.1:{args.flower_port}  (user dejavu, password DEJAVU_LOCAL_FLOWER_PASSWORD)")
         print(f"Gateway (OpenAI-compatible): {gateway}/v1  tenant demo, API key DEJAVU_LOCAL_DEMO_API_KEY; try:")

@@ -94,7 +94,7 @@ class LocalStack:
     pg_port: int = 5490
     llm_port: int = 8099
     llm_delay_ms: float = 800.0
-    # Streamed answers (worker.local.standin_llm): a fixed first-token delay instead of llm_delay_ms, the pace
+    # Streamed answers (worker.local.standin): a fixed first-token delay instead of llm_delay_ms, the pace
     # after it, and a least answer length in tokens.
     llm_first_token_ms: float | None = None
     llm_token_ms: float = 0.0
@@ -273,7 +273,7 @@ class LocalStack:
     def start_llm(self) -> None:
         self._check_free(self.llm_port, "the stand-in LLM")
         self.spawn("standin-llm", [
-            sys.executable, "-m", "worker.local.standin_llm", "--port", str(self.llm_port),
+            sys.executable, "-m", "worker.local.standin", "--port", str(self.llm_port),
             "--delay-ms", str(self.llm_delay_ms), "--token-ms", str(self.llm_token_ms),
             "--tokens", str(self.llm_tokens),
             *(["--first-token-ms", str(self.llm_first_token_ms)] if self.llm_first_token_ms is not None else []),
