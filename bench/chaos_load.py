@@ -19,7 +19,7 @@ from producer.base import Overloaded, ReplyTimeout
 from schemas.messages import ChatDelta, ChatReply, ChatRequest
 from worker import guards
 from worker.embed import Embedder
-from worker.local.standin_llm import standin_answer
+from worker.local.standin.answer import standin_answer
 
 TIMEOUT_S = 60.0
 # Every question of one group must be this far below the threshold from every other group's questions.
