@@ -124,7 +124,8 @@ class Settings(CommonSettings):
     llm_max_concurrency: int = Field(default=64, ge=0)
     # Lease of the task calling the LLM for a burst of identical misses, renewed while it runs;
     # a crashed leader holds its followers back at most this long.
-    coalesce_lease_s: float = 5.0
+    # 3 s: a copy of a request whose node died mid-call (producer.resend) waits for the dead call's lease.
+    coalesce_lease_s: float = 3.0
 
     # --- requests and replies ---
     # How long an unread reply waits for a producer that starts listening late.
@@ -184,7 +185,7 @@ class Settings(CommonSettings):
     lookup_visibility_timeout_s: int = Field(default=30, ge=5)
     # How long a node's mark that it holds a request lasts (renewed while an LLM call runs): a producer sends a
     # request again when it was taken off the queue and no live node holds it (producer.resend, docs/operations.md).
-    taken_ttl_s: int = Field(default=5, ge=1)
+    taken_ttl_s: int = Field(default=3, ge=1)
     # Task events feed Flower's live task list, but cost half the hit throughput here (docs/performance.md);
     # `make run` turns them on.
     task_events: bool = False
