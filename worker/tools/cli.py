@@ -27,9 +27,8 @@ from schemas.cli import (
     Command,
     fail,
 )
-from schemas.health import health, queue_depths
+from schemas.health import health
 from schemas.keys import LOOKUP_QUEUE
-from schemas.taskwire import ping
 from worker.tools.backfill_read import WARM_ALL
 
 if TYPE_CHECKING:
@@ -84,7 +83,7 @@ async def collect_status(settings: Settings) -> dict[str, Any]:
     a part that cannot be read holds {"error": ...}."""
     from worker.app import app
     from worker.runtime import redis_client
-    from worker.tools.probes import pg_entries, redis_entries, unfinished_backfills
+    from worker.tools.probes import pg_entries, ping, queue_depths, redis_entries, unfinished_backfills
 
     profile = settings.profile().name
     status: dict[str, Any] = {"profile": profile}
