@@ -194,8 +194,7 @@ class RedisTier:
 
     async def block(self, entry_id: str, answer_hashes: Sequence[str], tenant: str, reason: str | None = None) -> None:
         """Copy blocklist pairs into Redis, where the store script checks them; tenant '' blocks for any tenant.
-
-        The reason is kept in Postgres only (PgTier.block)."""
+        The reason is kept by Postgres only (PgTier.block)."""
         if answer_hashes:
             # One field per tenant: a tenant's block never overwrites another's (worker/lua/store_entry.lua).
             await self.client.hset(BLOCKED_PREFIX + entry_id, mapping={f"{tenant}/{h}": 1 for h in answer_hashes})
