@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 
 from bench.stack import fresh_stack
-from worker import guards, pipeline
-from worker.refusal import SERVED
+from worker import guards
+from worker.refusal import SERVED, refusal
 from worker.runtime import Runtime
 from worker.settings import PROFILES_DIR, Settings, load_profile_config
 from worker.tools import evaluate
@@ -90,11 +90,11 @@ def agreement(report: evaluate.Report, asks: Asks, verifier: Verifier | None, ga
 
 
 def check_latency(asks: Asks, verifier: Verifier | None) -> dict[str, float]:
-    """Microseconds per `pipeline.refusal` call (parse both questions, guards, verifier) on real pairs."""
+    """Microseconds per `refusal` call (parse both questions, guards, verifier) on real pairs."""
     times = []
     for q, c, s in zip(asks.questions[:LATENCY_CHECKS], asks.candidates, asks.similarity, strict=False):
         start = time.perf_counter()
-        pipeline.refusal(q, c, min(float(s), 0.999), True, verifier)
+        refusal(q, c, min(float(s), 0.999), True, verifier)
         times.append((time.perf_counter() - start) * 1e6)
     guard_times = []
     for q, c in zip(asks.questions[:LATENCY_CHECKS], asks.candidates, strict=False):

@@ -13,9 +13,10 @@ import numpy as np
 from bench.peer_systems import Ours, Served, served_indices
 from bench.peers_data import Query, Workload
 from bench.reference import MISS, Nearest, agreement, nearest
-from worker import pipeline, sqlfiles
+from worker import sqlfiles
 from worker.embed import Embedder
 from worker.local.servers import LocalStack
+from worker.refusal import refusal
 from worker.verifier import Verifier
 
 
@@ -49,10 +50,10 @@ def judge(
 def refused(
     wl: Workload, queries: list[Query], ref: Nearest, threshold: float, use_guards: bool, verifier: Verifier | None
 ) -> Nearest:
-    """The reference once this project's refusal rule (its guards, then its verifier: pipeline.refusal, as the
+    """The reference once this project's refusal rule (its guards, then its verifier: worker.refusal.refusal, as the
     workers are configured) has had its say on the exhaustive nearest entry: a hit the rule refuses becomes a miss."""
     no = np.array([
-        bool(h) and pipeline.refusal(q.text, wl.entries[i].question, float(s), use_guards, verifier) is not None
+        bool(h) and refusal(q.text, wl.entries[i].question, float(s), use_guards, verifier) is not None
         for q, h, i, s in zip(queries, ref.hits(threshold), ref.index, ref.similarity, strict=True)
     ])  # fmt: skip
     return Nearest(ref.index, np.where(no, np.float32(-1.0), ref.similarity))

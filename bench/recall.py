@@ -129,7 +129,7 @@ async def _one_scale(
                 server_settings={"hnsw.ef_search": str(ef), "hnsw.iterative_scan": "strict_order"},
             )  # fmt: skip
             try:
-                tier_pg = PgTier(pool, stack.pg_dsn, PROFILE, dim)
+                tier_pg = PgTier(pool, stack.pg_dsn, PROFILE, dim, tier.forgotten)
                 sweep["pgvector"][f"ef_search={ef}"] = await _ask(tier_pg.lookup_similar, position, ref, vectors,
                                                                   query_vecs, threshold)  # fmt: skip
             finally:

@@ -28,9 +28,9 @@ from producer.client import Client
 from producer.settings import ProducerSettings
 from schemas.keys import entry_prefix
 from schemas.messages import ChatReply
-from worker import pipeline
 from worker.embed import Embedder
 from worker.local.servers import LocalStack, free_port
+from worker.refusal import refusal
 from worker.settings import EmbedProfile, Settings
 
 DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
@@ -70,7 +70,7 @@ def paraphrase_pairs(embedder: Embedder, profile: EmbedProfile, n: int) -> list[
     sims = (a * b).sum(axis=1)
     chosen, seen = [], set()
     for (ta, tb), s in zip(pairs, sims, strict=True):
-        sure = s >= threshold + 0.02 and pipeline.refusal(tb, ta, float(s), True, profile.verifier) is None
+        sure = s >= threshold + 0.02 and refusal(tb, ta, float(s), True, profile.verifier) is None
         if sure and ta.lower() not in seen:
             seen.add(ta.lower())
             chosen.append((ta, tb, float(s)))

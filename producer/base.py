@@ -31,6 +31,14 @@ REPLY_GRACE_S = 2.0
 PING_TIMEOUT_S = 0.5
 
 
+def ping(celery: Celery, timeout: float, limit: int | None = None) -> list[str]:
+    """Names of the worker nodes that answer a ping now; with `limit`, stop waiting once that many answered."""
+    # A connection of its own: a pooled one left over from before a Redis restart would fail this ping.
+    with celery.connection_for_write() as connection:
+        replies = celery.control.ping(timeout=timeout, limit=limit, connection=connection) or []
+    return sorted(name for reply in replies for name in reply)
+
+
 class ReplyTimeout(TimeoutError):
     """No reply in time; the message says what the queue looked like, to tell "slow" from "no worker"."""
 

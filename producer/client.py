@@ -28,6 +28,7 @@ from producer.base import (
     forget_message,
     lookup_message,
     make_celery,
+    ping,
     redis_options,
     reply_wait_s,
 )
@@ -36,7 +37,6 @@ from schemas.enqueue import ENQUEUE_SCRIPT
 from schemas.keys import LOOKUP_QUEUE, WRITEBACK_QUEUE, reply_key
 from schemas.messages import ChatReply, ChatRequest, ForgetReply, ReplyEvent, parse_reply_event
 from schemas.requests import RequestOptions
-from schemas.taskwire import ping
 
 __all__ = ["REPLY_GRACE_S", "Client", "ReplyTimeout"]
 

@@ -34,7 +34,7 @@ from producer.openai_compat import Chunks, CompletionBody, completion
 from producer.settings import ProducerSettings, get_settings
 from schemas import messages
 from schemas.cache import Scope, entry_id, question_hash
-from schemas.health import health, queue_depths
+from schemas.health import health
 from schemas.keys import LOOKUP_QUEUE, PG_DOWN_KEY
 from schemas.messages import (
     ENTRY_ID_PATTERN,
@@ -448,7 +448,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def _lookup_depth(client: AsyncClient) -> int | None:
     try:
-        return (await queue_depths(client.redis))[LOOKUP_QUEUE]
+        return int(await client.redis.llen(LOOKUP_QUEUE))
     except (OSError, RedisError):
         return None
 

@@ -1,11 +1,10 @@
-"""What `ok`, `degraded` and `down` mean, shared by the gateway's /healthz and `dejavu status`."""
+"""What `ok`, `degraded` and `down` mean, shared by the gateway's /healthz and `dejavu status` (each reads its own
+inputs: producer/gateway.py, worker/tools/probes.py)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Final, Literal
-
-import redis.asyncio as aioredis
 
 from schemas.keys import LLM_QUEUE, LOOKUP_QUEUE, WRITEBACK_QUEUE
 
@@ -33,12 +32,3 @@ def health(redis_ok: bool, postgres_ok: bool, workers: int, lookup_depth: int | 
         degraded.append(f"the lookup queue is at its limit ({lookup_depth}): producers refuse new requests")
     status: Status = "down" if down else "degraded" if degraded else "ok"
     return Health(status, (*down, *degraded))
-
-
-async def queue_depths(r: aioredis.Redis) -> dict[str, int]:
-    """Messages waiting per Celery queue (Kombu's Redis transport keeps each queue as a list)."""
-    async with r.pipeline(transaction=False) as pipe:
-        for queue in QUEUES:
-            pipe.llen(queue)
-        depths = await pipe.execute()
-    return {queue: int(depth) for queue, depth in zip(QUEUES, depths, strict=True)}

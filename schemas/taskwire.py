@@ -14,10 +14,7 @@ import os
 import socket
 import uuid
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from celery import Celery
+from typing import Any
 
 _ORIGIN = f"{os.getpid()}@{socket.gethostname()}"
 _EMBED = {"callbacks": None, "errbacks": None, "chain": None, "chord": None}
@@ -48,11 +45,3 @@ def task_message(
         },
     }  # fmt: skip
     return json.dumps(envelope).encode("utf-8")
-
-
-def ping(celery: Celery, timeout: float, limit: int | None = None) -> list[str]:
-    """Names of the worker nodes that answer a ping now; with `limit`, stop waiting once that many answered."""
-    # A connection of its own: a pooled one left over from before a Redis restart would fail this ping.
-    with celery.connection_for_write() as connection:
-        replies = celery.control.ping(timeout=timeout, limit=limit, connection=connection) or []
-    return sorted(name for reply in replies for name in reply)

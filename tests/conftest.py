@@ -12,12 +12,14 @@ import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 
 from producer.client import Client
 from producer.settings import ProducerSettings
+from schemas.health import QUEUES
 from worker.local.servers import LocalStack, free_port
 from worker.settings import get_settings
 
@@ -120,3 +122,34 @@ def task_result(stack: LocalStack, task_id: str) -> str:
 
     wait_until(ran)
     return found[0]
+
+
+def worker_tasks(client: Client, nodes: list[str], *lists: str) -> list[dict[str, Any]] | None:
+    """The tasks the worker `nodes` list as `lists` ("active", "reserved", "scheduled"); None if one did not answer."""
+    inspect = client.celery.control.inspect(destination=nodes, timeout=5.0, limit=len(nodes))
+    found: list[dict[str, Any]] = []
+    for name in lists:
+        replies = getattr(inspect, name)()
+        if replies is None or set(replies) != set(nodes):
+            return None
+        found += [task for tasks in replies.values() for task in tasks]
+    return found
+
+
+def wait_idle(client: Client, timeout: float = 30.0) -> None:
+    """Wait until the workers have nothing left to do: every queue empty, no task running, reserved or scheduled.
+
+    The event a test waits on before it asserts that something did not happen (a second reply, a write-back):
+    had it been on its way, it would have happened by then."""
+    nodes = client.workers()
+
+    def queued() -> int:
+        return sum(int(client.redis.llen(queue)) for queue in QUEUES)
+
+    def idle() -> bool:
+        if queued():
+            return False
+        # The queues once more after the nodes' lists: a task that ran in between may have handed on another.
+        return worker_tasks(client, nodes, "active", "reserved", "scheduled") == [] and not queued()
+
+    wait_until(idle, timeout)

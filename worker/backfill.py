@@ -161,7 +161,7 @@ async def _blocked(conn: asyncpg.Connection, chunk: Chunk, profile: str) -> set[
 async def _sync_redis(conn: asyncpg.Connection, rt: Runtime, warm_ids: Sequence[str], stale_ids: Sequence[str]) -> int:
     """Drop Redis copies of entries keep-last replaced, then store the warm rows as the table now holds them."""
     if stale_ids:
-        await rt.redis.delete(*(rt.redis_tier.key(i) for i in stale_ids))
+        await rt.redis_tier.forget(stale_ids)
     if not warm_ids:
         return 0
     rows = await conn.fetch(sqlfiles.query("backfill_entries", rt.profile.name), list(warm_ids))

@@ -81,8 +81,8 @@ async def forget_entry(request: ForgetRequest, eid: str, rt: Runtime) -> tuple[F
     found = [cached] if cached is not None and only in (None, cached[0]) else []
     hashes: list[str] = []
     tombstone = FORGOTTEN_PREFIX + eid
-    async with rt.pg_tier.forgetting(entry_id=eid) as conn:
-        rows = await rt.pg_tier.delete_entry(conn, eid, only)
+    async with rt.pg_tier.transaction() as pg:
+        rows = await pg.forget([eid], only)
         found += rows
         # An operator (no restriction) may remove any entry; a tenant only one found in its own entries.
         owned = only is None or bool(found)
@@ -91,10 +91,10 @@ async def forget_entry(request: ForgetRequest, eid: str, rt: Runtime) -> tuple[F
         if request.bad:
             answers = {answer for _, answer in found} | ({request.answer} if request.answer is not None else set())
             hashes = sorted(answer_hash(answer) for answer in answers)
-            await rt.pg_tier.block(conn, eid, hashes, tenant, request.reason)
+            await pg.block(eid, hashes, tenant, request.reason)
         if owned:
             await rt.redis_tier.tombstone(tombstone, IN_PROGRESS, rt.settings.forget_tombstone_s)
-    removed_redis = await rt.redis_tier.delete([eid]) if owned else 0
+    removed_redis = len(await rt.redis_tier.forget([eid])) if owned else 0
     await rt.redis_tier.block(eid, hashes, tenant)
     if owned:
         await _finish(tombstone, rt)
@@ -108,9 +108,9 @@ async def forget_entry(request: ForgetRequest, eid: str, rt: Runtime) -> tuple[F
 
 async def forget_tenant(request: ForgetRequest, tenant: str, rt: Runtime) -> ForgetReply:
     tombstone = FORGOTTEN_TENANT_PREFIX + tenant
-    async with rt.pg_tier.forgetting(tenant=tenant) as conn:
+    async with rt.pg_tier.transaction() as pg:
+        removed_pg = await pg.forget_tenant(tenant)
         await rt.redis_tier.tombstone(tombstone, IN_PROGRESS, rt.settings.forget_tombstone_s)
-        removed_pg = await rt.pg_tier.delete_tenant(conn, tenant)
     removed_redis = await rt.redis_tier.forget_tenant(tenant)
     await _finish(tombstone, rt)
     log.info("forgot tenant %s: redis %d, pgvector %d", tenant, removed_redis, removed_pg)

@@ -11,9 +11,7 @@ storing answers never delays the caller.
 
 from __future__ import annotations
 
-import functools
 import logging
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,13 +31,11 @@ from schemas.messages import (
     Tier,
     Usage,
 )
-from worker import guards
 from worker.errors import REDIS_DOWN, UNREACHABLE, DeadlineExceeded, ReplyableError
 from worker.progress import holding
-from worker.refusal import GUARD, NOT_SIMILAR, VERIFIER, decide
+from worker.refusal import NOT_SIMILAR_REASON, refusal
 from worker.runtime import Runtime
 from worker.tiers import Candidate
-from worker.verifier import Verifier
 
 log = logging.getLogger(__name__)
 
@@ -231,46 +227,6 @@ def _accept(question: str, hit: Candidate | None, threshold: float, rt: Runtime)
     if reason is not None and reason != NOT_SIMILAR_REASON:
         log.info("%s refused entry %s (similarity %.3f)", reason, hit.entry_id, hit.similarity)
     return reason is None
-
-
-NOT_SIMILAR_REASON = "below threshold"
-
-
-def refusal(
-    question: str,
-    candidate: str,
-    similarity: float,
-    use_guards: bool,
-    verifier: Verifier | None,
-    threshold: float = -math.inf,
-) -> str | None:
-    """Why a neighbour must not be served ("below threshold", "guard: negation", "verifier"), or None.
-
-    worker.refusal.decide for one neighbour; the questions are parsed only if the rule gets to the guards.
-    The default threshold is for callers that compared the cosine already.
-    """
-    parsed = functools.cache(lambda: (guards.parse(question), guards.parse(candidate)))
-    verdict = functools.cache(lambda: guards.verdict(*parsed()))
-
-    def guards_ok(_: npt.NDArray[np.intp]) -> npt.NDArray[np.bool_]:
-        return np.array([verdict().ok])
-
-    def scores(_: npt.NDArray[np.intp]) -> npt.NDArray[np.float64]:
-        assert verifier is not None
-        return np.array([verifier.score(*parsed(), similarity)])
-
-    code = decide(
-        np.array([similarity]),
-        threshold,
-        guards_ok if use_guards else None,
-        scores if verifier is not None else None,
-        verifier.threshold if verifier is not None else 0.0,
-    )[0]
-    if code == NOT_SIMILAR:
-        return NOT_SIMILAR_REASON
-    if code == GUARD:
-        return f"guard: {verdict().reason}"
-    return "verifier" if code == VERIFIER else None
 
 
 async def _pg_lookup(rt: Runtime, scope_id: str, vector: npt.NDArray[np.float32]) -> Candidate | None:

@@ -1,6 +1,6 @@
 """The refusal rule: whether a neighbour found in a tier is served, and if not, why.
 
-One function for every caller: the lookup path asks it about one neighbour (worker.pipeline.refusal), the
+One function for every caller: the lookup path asks it about one neighbour (`refusal`), the
 offline tools about thousands of asks at once (worker/tools/sweep.py, worker/tools/calibrate.py), so what
 `dejavu eval` and `dejavu calibrate` measure is the rule the workers apply. The first step that applies decides:
 
@@ -17,10 +17,15 @@ reach them, so a neighbour below the threshold is never parsed.
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Callable
 
 import numpy as np
 import numpy.typing as npt
+
+from worker import guards
+from worker.verifier import Verifier
 
 Rows = npt.NDArray[np.intp]
 Bools = npt.NDArray[np.bool_]
@@ -59,3 +64,43 @@ def decide(
     if scores is not None and len(rows):
         out[rows[scores(rows) < verifier_threshold]] = VERIFIER
     return out
+
+
+NOT_SIMILAR_REASON = "below threshold"
+
+
+def refusal(
+    question: str,
+    candidate: str,
+    similarity: float,
+    use_guards: bool,
+    verifier: Verifier | None,
+    threshold: float = -math.inf,
+) -> str | None:
+    """Why a neighbour must not be served ("below threshold", "guard: negation", "verifier"), or None.
+
+    `decide` for one neighbour; the questions are parsed only if the rule gets to the guards.
+    The default threshold is for callers that compared the cosine already.
+    """
+    parsed = functools.cache(lambda: (guards.parse(question), guards.parse(candidate)))
+    verdict = functools.cache(lambda: guards.verdict(*parsed()))
+
+    def guards_ok(_: Rows) -> Bools:
+        return np.array([verdict().ok])
+
+    def scores(_: Rows) -> Floats:
+        assert verifier is not None
+        return np.array([verifier.score(*parsed(), similarity)])
+
+    code = decide(
+        np.array([similarity]),
+        threshold,
+        guards_ok if use_guards else None,
+        scores if verifier is not None else None,
+        verifier.threshold if verifier is not None else 0.0,
+    )[0]
+    if code == NOT_SIMILAR:
+        return NOT_SIMILAR_REASON
+    if code == GUARD:
+        return f"guard: {verdict().reason}"
+    return "verifier" if code == VERIFIER else None

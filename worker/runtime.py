@@ -129,7 +129,7 @@ class Runtime:
             pg_pool=pg_pool,
             http=http,
             redis_tier=redis_tier,
-            pg_tier=PgTier(pg_pool, settings.pg_dsn, profile.name, profile.dim),
+            pg_tier=PgTier(pg_pool, settings.pg_dsn, profile.name, profile.dim, redis_tier.forgotten),
             llm=llm,
             replies=ReplyPublisher(redis, settings.reply_ttl_s),
             coalescer=Coalescer(redis, settings.coalesce_lease_s),

@@ -23,10 +23,7 @@ async def store(job: WritebackJob, rt: Runtime) -> dict[str, Stored]:
             done["redis"] = await rt.redis_tier.store(entry, job.as_of)
         if job.pgvector and done.get("redis") not in REFUSED:
             try:
-                async with rt.pg_tier.writing(entry.tenant, [entry.entry_id]) as conn:
-                    # Under the write lock: a forget that began after the Redis step has put up its tombstone.
-                    forgotten = await rt.redis_tier.forgotten(entry, job.as_of)
-                    done["pgvector"] = Stored.FORGOTTEN if forgotten else await rt.pg_tier.insert(conn, entry)
+                done["pgvector"] = await rt.pg_tier.store(entry, job.as_of)
             except PG_DOWN as exc:
                 await rt.report_pg_down(exc)
                 raise
@@ -41,7 +38,7 @@ async def store(job: WritebackJob, rt: Runtime) -> dict[str, Stored]:
 async def _unserve(entry: CacheEntry, rt: Runtime, stored_in_redis: bool) -> None:
     if stored_in_redis:
         # Postgres knew the pair and Redis did not (it lost its copy): take the entry back, restore the copy.
-        await rt.redis_tier.delete([entry.entry_id])
+        await rt.redis_tier.forget([entry.entry_id])
         await rt.redis_tier.block(entry.entry_id, [answer_hash(entry.answer)], entry.tenant)
     else:
         # The coalescer keeps the LLM's answer a minute for followers: a blocked one is not served from there either.

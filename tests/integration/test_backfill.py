@@ -19,12 +19,11 @@ import numpy as np
 import redis
 from celery import Celery
 
-from producer.base import make_celery
+from producer.base import make_celery, ping
 from producer.client import Client
 from schemas.cache import entry_id, question_hash
 from schemas.keys import BACKFILL_QUEUE, entry_prefix
 from schemas.messages import Tier
-from schemas.taskwire import ping
 from tests.conftest import llm_calls, wait_until
 from worker import sqlfiles
 from worker.backfill import drop_hnsw

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -14,7 +15,9 @@ import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import llm_calls, wait_until
+from producer.client import Client
+from schemas.keys import PENDING_PREFIX, entry_prefix
+from tests.conftest import llm_calls, wait_idle
 from tests.integration.conftest import Gateway, get
 from tests.integration.test_gateway import wait_for_entry
 from worker.local.servers import LocalStack
@@ -150,7 +153,9 @@ def test_include_usage_gives_the_usage_chunk_and_a_hit_reports_what_it_saved(
     assert hit.total_tokens == 0 and saved == [None, str(miss.total_tokens)]
 
 
-def test_cache_control_no_cache_no_store_and_max_age(sdk: openai.OpenAI, rdb: redis.Redis, stack: LocalStack) -> None:
+def test_cache_control_no_cache_no_store_and_max_age(
+    sdk: openai.OpenAI, rdb: redis.Redis, stack: LocalStack, client: Client
+) -> None:
     question = fresh("What is a normal resting heart rate")
     messages = [{"role": "user", "content": question}]
     _, first = create(sdk, messages)
@@ -166,7 +171,8 @@ def test_cache_control_no_cache_no_store_and_max_age(sdk: openai.OpenAI, rdb: re
     for _ in range(2):
         _, headers = create(sdk, [{"role": "user", "content": unstored}], extra_headers={"Cache-Control": "no-store"})
         assert headers["x-dejavu-tier"] == "llm"
-    assert not rdb.exists(f"dejavu:minilm:e:{headers['x-dejavu-entry']}")
+    wait_idle(client)  # a write-back, had one been scheduled, has run
+    assert not rdb.exists(entry_prefix("minilm") + headers["x-dejavu-entry"])
 
 
 @pytest.mark.parametrize(
@@ -195,26 +201,42 @@ def test_a_tool_result_without_its_call_is_a_400(sdk: openai.OpenAI) -> None:
 def test_coalesced_followers_of_a_streaming_leader_get_the_whole_answer(gateway: Gateway, stack: LocalStack) -> None:
     question = fresh("[[standin:hold-after=1]] What is the speed of light")
     messages = [{"role": "user", "content": question}]
-    results: list[str] = []
+    followed: list[tuple[str, str]] = []  # the follower's tier and answer
 
     def follower() -> None:
         with openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=gateway.key_a, max_retries=0, timeout=30) as c:
-            results.append(
-                c.chat.completions.create(model="standin-1", messages=messages).choices[0].message.content or ""
-            )  # type: ignore[arg-type]
+            raw = c.chat.completions.with_raw_response.create(model="standin-1", messages=messages)  # type: ignore[arg-type]
+            followed.append((raw.headers["x-dejavu-tier"], raw.parse().choices[0].message.content or ""))
 
+    # Given a streaming leader whose LLM call is held after its first token, holding the lease on its entry ...
     with openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=gateway.key_a, max_retries=0, timeout=30) as c:
         stream = c.chat.completions.create(model="standin-1", messages=messages, stream=True)  # type: ignore[arg-type]
+        lease = PENDING_PREFIX + stream.response.headers["x-dejavu-entry"]
         first = next(iter(stream))
-        thread = threading.Thread(target=follower)
-        thread.start()
-        wait_until(lambda: any(question in s["question"] for s in stack.llm_streams()["in_progress"]))
+        # ... and a follower asking the same question, once the coalescer has kept it from taking that lease ...
+        watcher = redis.Redis.from_url(stack.redis_url, socket_timeout=30)
+        with watcher.monitor() as monitor:  # opened after the leader took the lease: any SET NX seen is another's
+            thread = threading.Thread(target=follower)
+            thread.start()
+            end = time.monotonic() + 30
+            while not tries_lease(monitor.next_command()["command"], lease):
+                assert time.monotonic() < end, "the follower never reached the coalescer"
+        watcher.close()
+        # ... when the leader's stream goes on and ends,
         stack.release_llm_streams()
         text = (first.choices[0].delta.content or "") + "".join(
             c.choices[0].delta.content or "" for c in stream if c.choices
         )
         thread.join(30)
-    assert results == [text] and llm_calls(stack, question) == 1
+    # then the follower gets the leader's whole answer from the coalescer (not from a stored entry), and the LLM
+    # was asked once.
+    assert followed == [("coalesced", text)] and llm_calls(stack, question) == 1
+
+
+def tries_lease(command: str, lease: str) -> bool:
+    """Whether `command` (as MONITOR shows it) is a SET NX on `lease`: a caller trying to take it."""
+    words = command.split()
+    return words[:2] == ["SET", lease] and "NX" in words
 
 
 def test_metrics_count_llm_calls_and_tokens_spent_and_saved_per_tenant(

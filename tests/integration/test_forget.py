@@ -23,7 +23,7 @@ from producer.settings import ProducerSettings
 from schemas.cache import CacheEntry, Scope, WritebackJob, entry_id, question_hash
 from schemas.keys import BLOCKED_PREFIX, COALESCED_ANSWER_PREFIX, entry_prefix, index_name
 from schemas.messages import ChatReply, Removed, Tier
-from tests.conftest import llm_calls, wait_until
+from tests.conftest import llm_calls, wait_idle, wait_until
 from tests.integration.conftest import Gateway, dejavu, post
 from tests.integration.test_backfill import pg
 from worker import writeback
@@ -200,8 +200,8 @@ def test_feedback_with_the_async_client_right_after_the_answer(
 
     reply = asyncio.run(scenario())
     eid = reply.entry_id or ""
-    wait_until(lambda: not rdb.exists(COALESCED_ANSWER_PREFIX + eid))
-    time.sleep(0.3)  # a write-back still in flight lands, or is refused, by now
+    wait_idle(client)  # the write-back of the answer has landed, or been refused
+    assert not rdb.exists(COALESCED_ANSWER_PREFIX + eid)
     assert_gone(rdb, eid, tenant)
     assert_not_cached_again(client, rdb, stack, question, reply, tenant)
 

@@ -19,7 +19,7 @@ from producer.client import Client
 from schemas.cache import CacheEntry, WritebackJob
 from schemas.keys import LOOKUP_QUEUE, LOOKUP_TASK, WRITEBACK_QUEUE, WRITEBACK_TASK, entry_prefix, reply_key
 from schemas.messages import ErrorCode, Tier
-from tests.conftest import llm_calls, stack_logs, task_result, wait_until
+from tests.conftest import llm_calls, stack_logs, task_result, wait_idle, wait_until
 from worker.local.servers import LocalStack
 from worker.settings import Settings
 from worker.tiers import Stored
@@ -141,7 +141,7 @@ def test_llm_failure_is_an_error_reply_and_nothing_is_cached(
     assert reply.answer is None
     # Retried once (DEJAVU_LLM_MAX_RETRIES=1), then given up.
     assert llm_calls(stack, question) == 2
-    time.sleep(0.5)
+    wait_idle(client)  # a write-back, had one been scheduled, has run
     assert pg_rows("tenant = $1", tenant) == 0
     again = client.ask(question, tenant=tenant, timeout=20)
     assert again.error is not None and again.error.code == code

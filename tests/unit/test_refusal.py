@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from worker import guards, pipeline
-from worker.refusal import GUARD, NOT_SIMILAR, SERVED, VERIFIER, decide
+from worker import guards
+from worker.refusal import GUARD, NOT_SIMILAR, SERVED, VERIFIER, decide, refusal
 from worker.settings import PROFILES_DIR, ProfileConfig
 from worker.tools.pairs import Pair, read_pairs
 from worker.tools.sweep import pairs_asks, served, verifier_decides
@@ -41,7 +41,7 @@ def test_one_neighbour_and_arrays_decide_alike(use_guards: bool) -> None:
     verifier = SHIPPED.verifier
     offline = served(asks, 0.8, use_guards, verifier)
     one_by_one = [
-        exact or pipeline.refusal(p.text_b, p.text_a, float(s), use_guards, verifier, 0.8) is None
+        exact or refusal(p.text_b, p.text_a, float(s), use_guards, verifier, 0.8) is None
         for p, s, exact in zip(pairs, asks.similarity, asks.exact, strict=True)
     ]
     assert (offline == np.array(one_by_one)).all()
@@ -70,7 +70,7 @@ def test_checks_are_asked_only_about_the_rows_that_reach_them(monkeypatch: pytes
     assert asked == [[1, 3, 4], [1, 4]]
     # On the lookup path, a neighbour below the threshold is never parsed.
     monkeypatch.setattr(guards, "parse", lambda _: pytest.fail("parsed"))
-    assert pipeline.refusal("a?", "b?", 0.5, True, SHIPPED.verifier, 0.8) == "below threshold"
+    assert refusal("a?", "b?", 0.5, True, SHIPPED.verifier, 0.8) == "below threshold"
 
 
 def test_the_verifier_decides_the_pairs_the_rule_hands_it() -> None:

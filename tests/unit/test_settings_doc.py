@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
-from typing import Any
+
+from pydantic.fields import FieldInfo
 
 from producer.settings import ProducerSettings
 from schemas.settings import CommonSettings
@@ -28,17 +30,25 @@ def table() -> dict[str, tuple[str, str]]:
     return rows
 
 
-def written(value: Any) -> str | None:
-    """How the table writes a plain default; None where it is described in words (paths, empty strings)."""
+def matches(cell: str, field: FieldInfo) -> bool:
+    """Whether the table's default is the field's whole default, as the table writes each kind."""
+    value = field.get_default(call_default_factory=True)
     if value is None:
-        return "—"
+        return cell == "—"
     if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return f"{value:g}" if isinstance(value, float) and value != int(value) else str(int(value))
-    if isinstance(value, str) and value:
-        return f"`{value}`"
-    return None
+        return cell == str(value).lower()
+    if isinstance(value, int | float):
+        try:
+            return float(cell) == value
+        except ValueError:
+            return False
+    if isinstance(value, str):
+        return cell == (f"`{value}`" if value else "empty")
+    if isinstance(value, Path):
+        return re.fullmatch(r"`[^`]+`", cell) is not None and Path(cell.strip("`")).expanduser() == value
+    if isinstance(value, dict):
+        return re.fullmatch(r"`[^`]+`", cell) is not None and json.loads(cell.strip("`")) == value
+    raise AssertionError(f"no rule for writing a default of type {type(value).__name__}: add one")
 
 
 def test_every_setting_is_in_the_readme_with_its_side_and_default() -> None:
@@ -48,11 +58,19 @@ def test_every_setting_is_in_the_readme_with_its_side_and_default() -> None:
         for name in own:
             assert name in rows, f"DEJAVU_{name.upper()} is missing from the README's settings table"
             assert rows[name][0] == side, f"DEJAVU_{name.upper()} is read by {side}, the README says {rows[name][0]}"
-            expected = written(cls.model_fields[name].default)
-            if expected is not None:
-                assert rows[name][1].startswith(expected), (name, rows[name][1], expected)
+            field = cls.model_fields[name]
+            assert matches(rows[name][1], field), f"DEJAVU_{name.upper()}: README {rows[name][1]}, code {field!r}"
 
 
 def test_the_readme_names_no_setting_that_does_not_exist() -> None:
     known = set(ProducerSettings.model_fields) | set(Settings.model_fields)
     assert set(table()) - known == set()
+
+
+def test_a_default_matches_only_whole() -> None:
+    assert matches("30", FieldInfo(default=30)) and matches("0.5", FieldInfo(default=0.5))
+    assert not matches("300", FieldInfo(default=30)) and not matches("3", FieldInfo(default=30))
+    assert not matches("`standin-10`", FieldInfo(default="standin-1")) and matches("empty", FieldInfo(default=""))
+    assert matches("`~/.cache/x`", FieldInfo(default=Path.home() / ".cache" / "x"))
+    assert not matches("`~/.cache/y`", FieldInfo(default=Path.home() / ".cache" / "x"))
+    assert matches("`{}`", FieldInfo(default_factory=dict)) and not matches("—", FieldInfo(default_factory=dict))

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from worker import guards, pipeline
+from worker import guards
+from worker.refusal import refusal
 from worker.settings import PROFILES_DIR, ProfileConfig, Settings
 from worker.verifier import FEATURES, Verifier, features
 
@@ -60,7 +61,7 @@ def test_settings_load_the_profile_file_and_can_turn_the_verifier_off(tmp_path: 
     ],
 )
 def test_the_shipped_verifier_serves_plain_paraphrases(question: str, candidate: str, similarity: float) -> None:
-    assert pipeline.refusal(question, candidate, similarity, True, SHIPPED.verifier) is None
+    assert refusal(question, candidate, similarity, True, SHIPPED.verifier) is None
 
 
 @pytest.mark.parametrize(
@@ -74,4 +75,4 @@ def test_the_shipped_verifier_serves_plain_paraphrases(question: str, candidate:
     ],
 )
 def test_the_shipped_verifier_refuses_other_questions(question: str, candidate: str, reason: str) -> None:
-    assert pipeline.refusal(question, candidate, 0.85, True, SHIPPED.verifier) == reason
+    assert refusal(question, candidate, 0.85, True, SHIPPED.verifier) == reason

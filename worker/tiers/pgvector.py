@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+import copy
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 
 import asyncpg
 import numpy as np
-import numpy.typing as npt
 
 from schemas.cache import AnswerMeta, CacheEntry, answer_hash
 from worker import sqlfiles
-from worker.tiers import Candidate, Stored
+from worker.tiers import Candidate, Owner, Stored, Vector
 
+# The Redis tier's tombstone test (RedisTier.forgotten): was this content read before a forget of it finished?
+Tombstones = Callable[[CacheEntry, float], Awaitable[bool]]
 # Serializes schema creation across workers starting at once (CREATE ... IF NOT EXISTS can race).
 SCHEMA_LOCK_ID = 0x64656A61
 
@@ -25,11 +27,17 @@ async def ensure_schema(conn: asyncpg.Connection, profile: str, dim: int) -> Non
 
 
 class PgTier:
-    """Opens nothing up front: a worker must start, and answer from the other tiers, while Postgres is down."""
+    """Opens nothing up front: a worker must start, and answer from the other tiers, while Postgres is down.
 
-    def __init__(self, pool: asyncpg.Pool, dsn: str, profile: str, dim: int) -> None:
+    Each verb runs in a transaction of its own, or in the caller's (`transaction`): a forget deletes, blocklists
+    and puts up its tombstone under the locks it took, and commits once.
+    """
+
+    def __init__(self, pool: asyncpg.Pool, dsn: str, profile: str, dim: int, forgotten: Tombstones) -> None:
         self.pool = pool
         self.dsn, self.profile, self.dim = dsn, profile, dim
+        self._forgotten = forgotten
+        self._conn: asyncpg.Connection | None = None  # set on the copy `transaction` yields
         self._schema_ready = False
         self._knn = sqlfiles.query("knn", profile)
         self._insert = sqlfiles.query("insert_entry", profile)
@@ -47,9 +55,27 @@ class PgTier:
             await conn.close()
         self._schema_ready = True
 
-    async def lookup_similar(self, scope_id: str, vector: npt.NDArray[np.float32]) -> Candidate | None:
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[PgTier]:
+        """This tier with every verb in one transaction: the locks they take are held until it commits."""
+        async with self._transaction() as conn:
+            bound = copy.copy(self)
+            bound._conn = conn
+            yield bound
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[asyncpg.Connection]:
+        if self._conn is not None:
+            yield self._conn
+            return
         await self.ready()
-        row = await self.pool.fetchrow(self._knn, vector, scope_id)
+        conn: asyncpg.Connection
+        async with self.pool.acquire() as conn, conn.transaction():
+            yield conn
+
+    async def lookup_similar(self, scope_id: str, vector: Vector) -> Candidate | None:
+        await self.ready()
+        row = await (self._conn or self.pool).fetchrow(self._knn, vector, scope_id)
         if row is None:
             return None
         return Candidate(
@@ -61,61 +87,50 @@ class PgTier:
             meta=AnswerMeta.model_validate_json(row["meta"]),
         )
 
-    @asynccontextmanager
-    async def writing(self, tenant: str, entry_ids: Sequence[str]) -> AsyncIterator[asyncpg.Connection]:
-        """A transaction that holds the write locks of `tenant` and `entry_ids`, which a forget waits for."""
-        await self.ready()
-        conn: asyncpg.Connection
-        async with self.pool.acquire() as conn, conn.transaction():
-            await self.lock_writes(conn, tenant, entry_ids)
-            yield conn
-
-    async def lock_writes(self, conn: asyncpg.Connection, tenant: str, entry_ids: Sequence[str]) -> None:
-        """Shared, until the transaction ends (sql/queries/lock_writes.sql)."""
-        await conn.execute(self._lock_writes, tenant, list(entry_ids))
-
-    async def insert(self, conn: asyncpg.Connection, entry: CacheEntry) -> Stored:
-        """Insert unless present or blocklisted."""
-        row = await conn.fetchrow(
-            self._insert,
-            entry.entry_id, entry.scope_id, entry.tenant, entry.model, entry.system_hash,
-            entry.context_hash, entry.question, entry.question_hash, entry.answer,
-            np.frombuffer(entry.vector, dtype=np.float32), answer_hash(entry.answer),
-            entry.meta.model_dump_json(exclude_none=True),
-        )  # fmt: skip
+    async def store(self, entry: CacheEntry, as_of: float) -> Stored:
+        """Insert unless present, blocklisted, or forgotten after `as_of`."""
+        async with self._transaction() as conn:
+            await self.lock_writes(conn, entry.tenant, [entry.entry_id])
+            # Under the write locks: a forget that began before has put up its tombstone, a later one waits.
+            if await self._forgotten(entry, as_of):
+                return Stored.FORGOTTEN
+            row = await conn.fetchrow(
+                self._insert,
+                entry.entry_id, entry.scope_id, entry.tenant, entry.model, entry.system_hash,
+                entry.context_hash, entry.question, entry.question_hash, entry.answer,
+                np.frombuffer(entry.vector, dtype=np.float32), answer_hash(entry.answer),
+                entry.meta.model_dump_json(exclude_none=True),
+            )  # fmt: skip
         if row["blocked"]:
             return Stored.BLOCKED
         return Stored.STORED if row["inserted"] else Stored.PRESENT
 
+    async def lock_writes(self, conn: asyncpg.Connection, tenant: str, entry_ids: Sequence[str]) -> None:
+        """Shared, until the transaction ends; a forget waits for them (sql/queries/lock_writes.sql)."""
+        await conn.execute(self._lock_writes, tenant, list(entry_ids))
+
     # --- removal (worker.forget) ---
 
-    @asynccontextmanager
-    async def forgetting(
-        self, *, entry_id: str | None = None, tenant: str | None = None
-    ) -> AsyncIterator[asyncpg.Connection]:
-        """A transaction that holds the entry's (or else the tenant's) write lock: writes of it wait until commit."""
-        await self.ready()
-        conn: asyncpg.Connection
-        async with self.pool.acquire() as conn, conn.transaction():
-            if entry_id is not None:
+    async def forget(self, entry_ids: Sequence[str], tenant: str | None = None) -> list[Owner]:
+        """Delete entries (only of `tenant`, if given) under their write locks, taken exclusively: writes wait."""
+        removed: list[Owner] = []
+        async with self._transaction() as conn:
+            for entry_id in entry_ids:
                 await conn.execute(sqlfiles.query("forget_lock_entry", self.profile), entry_id)
-            else:
-                await conn.execute(sqlfiles.query("forget_lock_tenant", self.profile), tenant)
-            yield conn
+                rows = await conn.fetch(sqlfiles.query("forget_entry", self.profile), entry_id, tenant)
+                removed += [(row["tenant"], row["answer"]) for row in rows]
+        return removed
 
-    async def delete_entry(self, conn: asyncpg.Connection, entry_id: str, tenant: str | None) -> list[tuple[str, str]]:
-        """Delete one entry (only of `tenant`, if given); returns the (tenant, answer) of the row deleted."""
-        rows = await conn.fetch(sqlfiles.query("forget_entry", self.profile), entry_id, tenant)
-        return [(row["tenant"], row["answer"]) for row in rows]
-
-    async def delete_tenant(self, conn: asyncpg.Connection, tenant: str) -> int:
-        status = await conn.execute(sqlfiles.query("forget_tenant", self.profile), tenant)
+    async def forget_tenant(self, tenant: str) -> int:
+        """Delete every entry of `tenant` under its write lock, taken exclusively: its writes wait."""
+        async with self._transaction() as conn:
+            await conn.execute(sqlfiles.query("forget_lock_tenant", self.profile), tenant)
+            status = await conn.execute(sqlfiles.query("forget_tenant", self.profile), tenant)
         return int(status.split()[-1])
 
-    async def block(
-        self, conn: asyncpg.Connection, entry_id: str, answer_hashes: Sequence[str], tenant: str, reason: str | None
-    ) -> None:
+    async def block(self, entry_id: str, answer_hashes: Sequence[str], tenant: str, reason: str | None = None) -> None:
         """Put question/answer pairs on the durable blocklist; tenant '' blocks them for any tenant."""
-        await conn.executemany(
-            sqlfiles.query("block_answer", self.profile), [(entry_id, h, tenant, reason) for h in answer_hashes]
-        )
+        async with self._transaction() as conn:
+            await conn.executemany(
+                sqlfiles.query("block_answer", self.profile), [(entry_id, h, tenant, reason) for h in answer_hashes]
+            )

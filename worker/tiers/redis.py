@@ -9,9 +9,9 @@ from __future__ import annotations
 import re
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 
 import numpy as np
-import numpy.typing as npt
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
@@ -25,7 +25,7 @@ from schemas.keys import (
     index_name,
 )
 from worker.lua import script
-from worker.tiers import Candidate, Stored
+from worker.tiers import Candidate, Owner, Stored, Vector
 
 # HNSW build parameters; query breadth (EF_RUNTIME) is a setting.
 HNSW_M = 16
@@ -112,7 +112,7 @@ class RedisTier:
             self._plans.popitem(last=False)
         return policy
 
-    async def lookup_similar(self, scope_id: str, vector: npt.NDArray[np.float32]) -> Candidate | None:
+    async def lookup_similar(self, scope_id: str, vector: Vector) -> Candidate | None:
         policy = await self.plan(scope_id)
         reply = await self.client.execute_command(
             "FT.SEARCH", self.index,
@@ -155,22 +155,24 @@ class RedisTier:
 
     # --- removal (worker.forget) ---
 
-    async def owner(self, entry_id: str) -> tuple[str, str] | None:
+    async def owner(self, entry_id: str) -> Owner | None:
         """The stored entry's tenant and answer, or None."""
-        tenant, answer = await self.client.hmget(self.key(entry_id), ["tenant", "answer"])
-        if not isinstance(tenant, bytes) or not isinstance(answer, bytes):
-            return None
-        return tenant.decode(), answer.decode()
+        return _owner(await self.client.hmget(self.key(entry_id), ["tenant", "answer"]))
 
-    async def delete(self, entry_ids: list[str]) -> int:
-        """Delete entries and any coalesced answer still waiting for followers; returns the entries deleted."""
+    async def forget(self, entry_ids: Sequence[str], tenant: str | None = None) -> list[Owner]:
+        """Delete entries (only of `tenant`, if given) and any coalesced answer still waiting for followers."""
+        if tenant is not None:
+            owners = [await self.owner(i) for i in entry_ids]
+            entry_ids = [i for i, o in zip(entry_ids, owners, strict=True) if o is not None and o[0] == tenant]
         if not entry_ids:
-            return 0
-        async with self.client.pipeline(transaction=False) as pipe:
+            return []
+        async with self.client.pipeline(transaction=True) as pipe:
+            for entry_id in entry_ids:
+                pipe.hmget(self.key(entry_id), ["tenant", "answer"])
             pipe.delete(*(self.key(i) for i in entry_ids))
             pipe.delete(*(COALESCED_ANSWER_PREFIX + i for i in entry_ids))
-            deleted, _ = await pipe.execute()
-        return int(deleted)
+            *read, _, _ = await pipe.execute()
+        return [owner for owner in map(_owner, read) if owner is not None]
 
     async def drop_coalesced(self, entry_id: str) -> None:
         await self.client.delete(COALESCED_ANSWER_PREFIX + entry_id)
@@ -184,14 +186,15 @@ class RedisTier:
                 "NOCONTENT", "LIMIT", 0, FORGET_BATCH, "DIALECT", 2,
             )  # fmt: skip
             ids = [key.decode().removeprefix(self.prefix) for key in reply[1:]]
-            deleted = await self.delete(ids)
+            deleted = len(await self.forget(ids))
             removed += deleted
             # An index that still lists keys already gone (expired) must not spin this loop.
             if len(ids) < FORGET_BATCH or deleted == 0:
                 return removed
 
-    async def block(self, entry_id: str, answer_hashes: list[str], tenant: str) -> None:
-        """Copy blocklist pairs into Redis, where the store script checks them; tenant '' blocks for any tenant."""
+    async def block(self, entry_id: str, answer_hashes: Sequence[str], tenant: str, reason: str | None = None) -> None:
+        """Copy blocklist pairs into Redis, where the store script checks them; tenant '' blocks for any tenant.
+        The reason is kept by Postgres only (PgTier.block)."""
         if answer_hashes:
             # One field per tenant: a tenant's block never overwrites another's (worker/lua/store_entry.lua).
             await self.client.hset(BLOCKED_PREFIX + entry_id, mapping={f"{tenant}/{h}": 1 for h in answer_hashes})
@@ -199,6 +202,13 @@ class RedisTier:
     async def tombstone(self, key: str, until: float, ttl_s: int) -> None:
         """Refuse write-backs of content read up to `until`; `key` is an entry's or a tenant's tombstone."""
         await self.client.set(key, repr(until), ex=ttl_s)
+
+
+def _owner(fields: Sequence[object]) -> Owner | None:
+    tenant, answer = fields
+    if not isinstance(tenant, bytes) or not isinstance(answer, bytes):
+        return None
+    return tenant.decode(), answer.decode()
 
 
 def _meta(raw: object) -> AnswerMeta:

@@ -5,16 +5,34 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import asyncpg
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
+from schemas.health import QUEUES
 from schemas.keys import index_name
 from worker.sqlfiles import table_name
 
+if TYPE_CHECKING:
+    from celery import Celery
+
 PG_TIMEOUT_S: Final = 3.0
+
+
+async def queue_depths(r: aioredis.Redis) -> dict[str, int]:
+    """Messages waiting per Celery queue (Kombu's Redis transport keeps each queue as a list)."""
+    async with r.pipeline(transaction=False) as pipe:
+        for queue in QUEUES:
+            pipe.llen(queue)
+        depths = await pipe.execute()
+    return {queue: int(depth) for queue, depth in zip(QUEUES, depths, strict=True)}
+
+
+def ping(app: Celery, timeout: float) -> list[str]:
+    """Names of the worker nodes that answer a ping now (a fresh process: its connection pool holds no stale one)."""
+    return sorted(name for reply in app.control.ping(timeout=timeout) or [] for name in reply)
 
 
 async def redis_entries(r: aioredis.Redis, profile: str) -> int | None:

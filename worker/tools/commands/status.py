@@ -9,9 +9,8 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from schemas.cli import EXIT_DEGRADED, EXIT_OK, EXIT_UNAVAILABLE
-from schemas.health import health, queue_depths
+from schemas.health import health
 from schemas.keys import LOOKUP_QUEUE
-from schemas.taskwire import ping
 from worker.tools.commands.common import settings as load_settings
 
 if TYPE_CHECKING:
@@ -54,7 +53,7 @@ async def collect_status(settings: Settings) -> dict[str, Any]:
     a part that cannot be read holds {"error": ...}."""
     from worker.app import app
     from worker.runtime import redis_client
-    from worker.tools.probes import pg_entries, redis_entries, unfinished_backfills
+    from worker.tools.probes import pg_entries, ping, queue_depths, redis_entries, unfinished_backfills
 
     profile = settings.profile().name
     status: dict[str, Any] = {"profile": profile}
