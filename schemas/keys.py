@@ -13,6 +13,9 @@ BACKFILL_QUEUE = "backfill"
 LOOKUP_TASK = "dejavu.lookup"
 COMPLETE_TASK = "dejavu.complete"
 WRITEBACK_TASK = "dejavu.writeback"
+# The verbs of callers that make their own LLM call (schemas.verbs): on the lookup queue, whose nodes embed.
+LOOKUP_ONLY_TASK = "dejavu.lookup_only"
+STORE_TASK = "dejavu.store"
 BACKFILL_TASK = "dejavu.backfill_chunk"
 # Removal (`dejavu forget`, feedback): on the writeback queue, so Postgres credentials stay on the workers.
 FORGET_TASK = "dejavu.forget"
