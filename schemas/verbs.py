@@ -76,6 +76,16 @@ class StoredAnswer(BaseModel):
         return cls.model_validate({"message": {"role": "assistant", "content": text}, **fields})
 
     @classmethod
+    def of(cls, response: str | StoredAnswer | Mapping[str, Any]) -> StoredAnswer:
+        """What a client's `store` takes: the answer's text, a StoredAnswer or its fields, or the provider's
+        `chat.completion` object as it came (it has `choices`)."""
+        if isinstance(response, str):
+            return cls.of_text(response)
+        if isinstance(response, StoredAnswer):
+            return response
+        return cls.from_completion(response) if "choices" in response else cls.model_validate(response)
+
+    @classmethod
     def from_completion(cls, completion: Any) -> StoredAnswer:
         """The answer in a provider's `chat.completion` object, as it came: its first choice, usage and model.
         Raises ValueError (pydantic's ValidationError is one) naming the field that is wrong."""
@@ -88,14 +98,17 @@ class StoredAnswer(BaseModel):
         message = choice.get("message")
         if not isinstance(message, Mapping):
             raise ValueError("response.choices.0.message: expected the assistant message")
-        # Null fields and those the cache does not keep (annotations, audio ...) are dropped, as the gateway does.
+        if message.get("refusal"):
+            raise ValueError("response.choices.0.message.refusal: the answer is a refusal, which is never stored")
+        # Null fields and those the cache does not keep (annotations, audio ...) are dropped, as the gateway does;
+        # no content and no tool calls is an empty answer, refused as such.
         kept = {k: message[k] for k in ("role", "content", "tool_calls") if message.get(k) is not None}
+        kept.setdefault("content", None if kept.get("tool_calls") else "")
         return cls.model_validate({
             "message": kept,
             "finish_reason": choice.get("finish_reason") or ("tool_calls" if kept.get("tool_calls") else "stop"),
             "usage": completion.get("usage"),
             "model": completion.get("model"),
-            "refusal": message.get("refusal"),
         })  # fmt: skip
 
 
