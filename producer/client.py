@@ -42,6 +42,10 @@ class Client(base.RequestBuilder):
     def celery(self) -> Celery:
         return self._async.celery
 
+    def ask_request(self, request: ChatRequest) -> ChatReply:
+        """Send an already built request (an ask, lookup-only or store request) and block for its reply."""
+        return self._run(self._async.ask_request(request))
+
     def send(self, request: ChatRequest) -> str:
         """Enqueue a validated request (an ask, lookup-only or store request); returns its id."""
         return self._run(self._async.send(request))

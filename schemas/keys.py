@@ -59,6 +59,10 @@ def reply_key(request_id: str) -> str:
 PG_DOWN_KEY = f"{PREFIX}:health:postgres-down"
 PG_DOWN_TTL_S = 30
 
+# The tenants a LangChain cache (producer.langchain.DejavuCache) has stored under, one per model and parameter set:
+# a set per cache tenant, `<prefix><tenant>`, so that its clear() forgets them all.
+LANGCHAIN_TENANTS_PREFIX = f"{PREFIX}:langchain:"
+
 # Usage per tenant and UTC day, `<prefix><tenant>:<YYYY-MM-DD>`: one hash of counters that the workers add to as they
 # publish each chat reply (worker.reply.usage_counts) and `dejavu report` sums. Kept USAGE_TTL_S.
 USAGE_PREFIX = f"{PREFIX}:usage:"
