@@ -31,13 +31,16 @@ import weakref
 from typing import Any, cast
 
 import redis
+from kombu.exceptions import OperationalError
 from langchain_core._api import LangChainBetaWarning
 from langchain_core.caches import RETURN_VAL_TYPE, BaseCache
 from langchain_core.load import loads
 from langchain_core.messages import AIMessage, BaseMessage, convert_to_openai_messages
 from langchain_core.outputs import ChatGeneration, Generation
+from redis.exceptions import RedisError
 
 from producer.aclient import AsyncClient
+from producer.base import Overloaded, ReplyTimeout
 from producer.client import Client
 from producer.openai_compat import CompletionBody
 from producer.settings import ProducerSettings, get_settings
@@ -47,6 +50,9 @@ from schemas.requests import RequestOptions, build_as
 
 log = logging.getLogger(__name__)
 
+# What a cache that cannot be reached raises: the model is asked (or its answer left uncached) instead.
+UNAVAILABLE = (ReplyTimeout, Overloaded, RedisError, OSError, OperationalError)
+
 # `<tenant>.lc.<16 hex>` must fit the 64 characters of a tenant name.
 MAX_TENANT_CHARS = 64 - len(".lc.") - 16
 _MODEL_IN_PARAMS = re.compile(r"'model(?:_name)?', '([^']{1,128})'")
@@ -55,11 +61,16 @@ _MODEL_IN_PARAMS = re.compile(r"'model(?:_name)?', '([^']{1,128})'")
 class DejavuCache(BaseCache):
     """A LangChain cache on the dejavu queue: exact, then semantic (Redis, pgvector) lookups, never a model call."""
 
-    def __init__(self, tenant: str = "default", settings: ProducerSettings | None = None) -> None:
+    def __init__(
+        self, tenant: str = "default", settings: ProducerSettings | None = None, timeout: float | None = None
+    ) -> None:
+        """`timeout`: seconds a lookup or update waits for the workers (default DEJAVU_DEFAULT_TIMEOUT_S); past it,
+        or with the cache unreachable, LangChain calls the model as if the cache had missed."""
         if len(tenant) > MAX_TENANT_CHARS or not re.match(TENANT_PATTERN, tenant):
             raise ValueError(f"tenant: use [A-Za-z0-9_.-], at most {MAX_TENANT_CHARS} characters, not {tenant!r}")
         self.tenant = tenant
         self.settings = settings or get_settings()
+        self.timeout = timeout
         self._client: Client | None = None
         self._redis: redis.Redis | None = None
         # An AsyncClient belongs to the loop it runs on: one per running loop.
@@ -69,24 +80,44 @@ class DejavuCache(BaseCache):
 
     def lookup(self, prompt: str, llm_string: str) -> RETURN_VAL_TYPE | None:
         request = self._request(LookupRequest, prompt, llm_string)
-        return None if request is None else _generations(self._sync().ask_request(request))
+        if request is None:
+            return None
+        try:
+            return _generations(self._sync().ask_request(request))
+        except UNAVAILABLE as exc:
+            _unavailable("lookup", exc)
+            return None
 
     async def alookup(self, prompt: str, llm_string: str) -> RETURN_VAL_TYPE | None:
         request = self._request(LookupRequest, prompt, llm_string)
-        return None if request is None else _generations(await self._async().ask_request(request))
+        if request is None:
+            return None
+        try:
+            return _generations(await self._async().ask_request(request))
+        except UNAVAILABLE as exc:
+            _unavailable("lookup", exc)
+            return None
 
     def update(self, prompt: str, llm_string: str, return_val: RETURN_VAL_TYPE) -> None:
         request = self._request(StoreRequest, prompt, llm_string, return_val)
-        if request is not None:
+        if request is None:
+            return
+        try:
             self._sync_redis().sadd(self._registry, request.tenant)
             _stored(self._sync().ask_request(request))
+        except UNAVAILABLE as exc:
+            _unavailable("update", exc)
 
     async def aupdate(self, prompt: str, llm_string: str, return_val: RETURN_VAL_TYPE) -> None:
         request = self._request(StoreRequest, prompt, llm_string, return_val)
-        if request is not None:
+        if request is None:
+            return
+        try:
             client = self._async()
             await client.redis.sadd(self._registry, request.tenant)
             _stored(await client.ask_request(request))
+        except UNAVAILABLE as exc:
+            _unavailable("update", exc)
 
     def clear(self, **kwargs: Any) -> None:
         """Forget this tenant's entries; with `llm_string=...` only those stored for that model and parameters."""
@@ -144,7 +175,7 @@ class DejavuCache(BaseCache):
         try:
             options: RequestOptions = {
                 "messages": _messages(prompt), "tenant": self.scope_tenant(llm_string),
-                "model": _model(llm_string) or self.settings.llm_model,
+                "model": _model(llm_string) or self.settings.llm_model, "timeout": self.timeout,
             }  # fmt: skip
             fields = {} if answer is None else {"answer": _answer(answer)}
             return build_as(kind, self.settings, None, fields, **options)
@@ -259,6 +290,11 @@ def _generations(reply: ChatReply) -> list[Generation] | None:
         usage_metadata=extra.get("usage_metadata"),
     )  # fmt: skip
     return [ChatGeneration(message=message, generation_info=info)]
+
+
+def _unavailable(verb: str, exc: Exception) -> None:
+    # The application's model call must not fail because the cache is down or slow: it goes on uncached.
+    log.warning("cache %s skipped, the cache is unavailable: %s", verb, exc)
 
 
 def _stored(reply: ChatReply) -> None:

@@ -19,7 +19,7 @@ from langchain_openai import ChatOpenAI
 from producer.langchain import DejavuCache
 from producer.settings import ProducerSettings
 from tests.conftest import llm_calls, wait_until
-from worker.local.servers import LocalStack
+from worker.local.servers import LocalStack, free_port
 
 QUESTION = "What are the symptoms of glaucoma?"
 PARAPHRASE = "What are the signs and symptoms of glaucoma?"
@@ -165,3 +165,14 @@ def test_a_plain_text_llm_and_clearing_one_scope(cache: Recorded) -> None:
     assert cache.lookup(*cold_scope) is not None  # only that scope was cleared
     cache.clear()
     assert cache.lookup(*cold_scope) is None
+
+
+def test_an_unreachable_cache_is_a_miss_not_a_failure() -> None:
+    # The application's model call goes on, uncached, when the cache cannot be reached.
+    settings = ProducerSettings(redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    cache = DejavuCache(tenant="down", settings=settings, timeout=5)
+    model = FakeListChatModel(responses=["from the model", "not asked"], cache=cache)
+    try:
+        assert model.invoke(QUESTION).content == "from the model" and model.i == 1
+    finally:
+        cache.close()
