@@ -206,7 +206,7 @@ def _messages(prompt: str) -> list[dict[str, Any]]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", LangChainBetaWarning)
             loaded = loads(prompt, allowed_objects="messages")
-    except ValueError:  # not JSON, or not LangChain's: a plain-text prompt
+    except (ValueError, TypeError, KeyError, NotImplementedError):  # not JSON, or not LangChain's: plain text
         loaded = None
     if not (isinstance(loaded, list) and loaded and all(isinstance(m, BaseMessage) for m in loaded)):
         return [{"role": "user", "content": prompt}]
