@@ -1,4 +1,5 @@
-"""The async twin of `producer.client.Client`, for event loops (the HTTP gateway, async services).
+"""The Python client's verbs, for event loops (the HTTP gateway, async services); `producer.client.Client` runs
+these same verbs for synchronous callers.
 
 `ask` waits on the client's reply inbox (producer.inbox), shared by all its asks; `get_reply` pops a
 submitted request's own reply list with BLPOP. Neither blocks the loop. One instance per process is meant
@@ -8,9 +9,10 @@ to be shared by every task: its pools and its inbox are safe for that.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable
 from types import TracebackType
-from typing import Unpack, cast
+from typing import TypeVar, Unpack, cast
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -25,6 +27,7 @@ from producer.base import (
     ForgetOptions,
     ReplyTimeout,
     RequestBuilder,
+    Response,
     check_enqueued,
     enqueue_args,
     forget_message,
@@ -41,6 +44,8 @@ from schemas.enqueue import ENQUEUE_SCRIPT
 from schemas.keys import LOOKUP_QUEUE, WRITEBACK_QUEUE, reply_key
 from schemas.messages import ChatReply, ChatRequest, ForgetReply, ReplyEvent
 from schemas.requests import RequestOptions
+
+E = TypeVar("E")
 
 
 class AsyncClient(RequestBuilder):
@@ -100,19 +105,14 @@ class AsyncClient(RequestBuilder):
         reply = self.inbox.expect(rid)
         try:
             await self.send(request)
-            wait_s = reply_wait_s(request)
-            try:
-                async with asyncio.timeout(wait_s):
-                    return await reply
-            except TimeoutError:
-                raise await self._timed_out(rid, wait_s, LOOKUP_QUEUE) from None
+            return await self._wait(request, reply)
         finally:
             self.inbox.discard(rid)
             self.resender.done(rid)
 
     async def ask_stream(
         self, question: str | None = None, **options: Unpack[RequestOptions]
-    ) -> AsyncIterator[ReplyEvent]:
+    ) -> AsyncGenerator[ReplyEvent]:
         """Ask with the answer streamed: a miss yields ChatDeltas as the LLM writes them, then the ChatReply (the
         whole answer, or an error if the stream broke); a hit yields its ChatReply alone."""
         options["stream"] = True
@@ -128,18 +128,35 @@ class AsyncClient(RequestBuilder):
         try:
             await self.send(request)
             while True:
-                wait_s = reply_wait_s(request)
-                try:
-                    async with asyncio.timeout(wait_s):
-                        event = await events.get()
-                except TimeoutError:
-                    raise await self._timed_out(rid, wait_s, LOOKUP_QUEUE) from None
+                event = await self._wait(request, events.get())
                 yield event
                 if isinstance(event, ChatReply):
                     return
         finally:
             self.inbox.discard(rid)
             self.resender.done(rid)
+
+    async def _wait(self, request: ChatRequest, event: Awaitable[E]) -> E:
+        """The one place a sent request's reply (or next streamed event) is awaited: until its deadline and grace."""
+        wait_s = reply_wait_s(request)
+        try:
+            async with asyncio.timeout(wait_s):
+                return await event
+        except TimeoutError:
+            raise await self._timed_out(request.request_id, wait_s, LOOKUP_QUEUE) from None
+
+    async def lookup(self, question: str | None = None, **options: Unpack[RequestOptions]) -> ChatReply:
+        """Look the question up without ever asking the LLM: a reply with `hit` true (the cached answer, its tier,
+        similarity, entry id and the usage it saved) or false (a miss, at once). Same options as `ask`."""
+        return await self.ask_request(self.lookup_request(question, **options))
+
+    async def store(
+        self, question: str | None = None, *, response: Response, **options: Unpack[RequestOptions]
+    ) -> ChatReply:
+        """Store an answer got from another model as the answer to this request: `response` is its text, a
+        StoredAnswer, or the provider's chat.completion. The reply names the entry id once the write-back is
+        queued; ValueError, with nothing sent, for an empty, cut-short or refused answer or a malformed request."""
+        return await self.ask_request(self.store_request(question, response=response, **options))
 
     async def forget(self, entry_id: str | None = None, **options: Unpack[ForgetOptions]) -> ForgetReply:
         """Remove entries from every tier and wait for the counts: one entry id (only of `tenant`, if given), the
@@ -159,6 +176,17 @@ class AsyncClient(RequestBuilder):
     async def workers(self, timeout: float = 1.0, limit: int | None = None) -> list[str]:  # noqa: ASYNC109
         """Names of the worker nodes that answer a ping now; with `limit`, stop waiting once that many answered."""
         return await asyncio.to_thread(ping, self.celery, timeout, limit)
+
+    async def wait_for_workers(self, count: int = 1, timeout: float = 120.0) -> list[str]:  # noqa: ASYNC109
+        """Wait until `count` worker nodes answer (they load the model before consuming)."""
+        end = time.monotonic() + timeout
+        found: list[str] = []
+        while time.monotonic() < end:
+            found = await self.workers()
+            if len(found) >= count:
+                return found
+            await asyncio.sleep(0.5)
+        raise TimeoutError(f"fewer than {count} worker(s) answered a ping within {timeout:.0f}s (found {found})")
 
     async def _timed_out(self, request_id: str, timeout: float, queue: str) -> ReplyTimeout:  # noqa: ASYNC109
         depth: int | None

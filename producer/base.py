@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Mapping
 from typing import Any, TypedDict, Unpack
 
 from celery import Celery
@@ -15,14 +16,25 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from producer.settings import ProducerSettings
 from schemas.cache import Scope, entry_id, question_hash
 from schemas.enqueue import enqueue_call
-from schemas.keys import FORGET_TASK, LOOKUP_QUEUE, LOOKUP_TASK, WRITEBACK_QUEUE, reply_key
+from schemas.keys import (
+    FORGET_TASK,
+    LOOKUP_ONLY_TASK,
+    LOOKUP_QUEUE,
+    LOOKUP_TASK,
+    STORE_TASK,
+    WRITEBACK_QUEUE,
+    reply_key,
+)
 from schemas.messages import (
     ChatReply,
     ChatRequest,
     ErrorCode,
     ForgetRequest,
+    LookupRequest,
+    StoredAnswer,
+    StoreRequest,
 )
-from schemas.requests import RequestOptions, build_request
+from schemas.requests import RequestOptions, build_as, build_request
 from schemas.taskwire import task_message
 
 # A worker that takes a request right at its deadline still needs a moment to publish the error.
@@ -117,6 +129,8 @@ class FeedbackOptions(TypedDict, total=False):
     timeout: float | None
 
 
+# What `store` takes as the answer (schemas.verbs.StoredAnswer.of).
+Response = str | StoredAnswer | Mapping[str, Any]
 # A forget request and how long to wait for its reply.
 ForgetCall = tuple[ForgetRequest, float]
 
@@ -129,6 +143,18 @@ class RequestBuilder:
     def request(self, question: str | None = None, **options: Unpack[RequestOptions]) -> ChatRequest:
         """Build and validate a request (no I/O); bad input raises pydantic's ValidationError here."""
         return build_request(self.settings, question, **options)
+
+    def lookup_request(self, question: str | None = None, **options: Unpack[RequestOptions]) -> LookupRequest:
+        """A lookup-only request (no I/O): the lookup stages, never the LLM; same options as `request`."""
+        return build_as(LookupRequest, self.settings, question, {}, **options)
+
+    def store_request(
+        self, question: str | None = None, *, response: Response, **options: Unpack[RequestOptions]
+    ) -> StoreRequest:
+        """A store request (no I/O): `response` (its text, a StoredAnswer, or the provider's chat.completion) as the
+        answer to the request `question`/options make; an empty, cut-short or refused answer raises ValueError."""
+        fields = {"answer": StoredAnswer.of(response)}
+        return build_as(StoreRequest, self.settings, question, fields, **options)
 
     def forget_call(self, entry: str | None = None, **options: Unpack[ForgetOptions]) -> ForgetCall:
         """Remove one entry id (only of `tenant`, if given), the entry `question` is stored under in the scope of
@@ -203,9 +229,14 @@ def make_celery(settings: ProducerSettings) -> Celery:
 
 
 def lookup_message(request: ChatRequest) -> bytes:
-    """The task message that enqueues a validated request: LPUSH it onto LOOKUP_QUEUE (schemas.taskwire)."""
+    """The task message that enqueues a validated request (an ask, a lookup-only or a store request, each under its
+    own task name): LPUSH it onto LOOKUP_QUEUE (schemas.taskwire)."""
+    task = (
+        LOOKUP_ONLY_TASK if isinstance(request, LookupRequest) else
+        STORE_TASK if isinstance(request, StoreRequest) else LOOKUP_TASK
+    )  # fmt: skip
     # The request id doubles as the task id, so Flower and the worker logs name the same thing.
-    return task_message(LOOKUP_TASK, LOOKUP_QUEUE, [request.model_dump_json()], task_id=request.request_id)
+    return task_message(task, LOOKUP_QUEUE, [request.model_dump_json()], task_id=request.request_id)
 
 
 def forget_message(request: ForgetRequest) -> bytes:

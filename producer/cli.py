@@ -2,7 +2,8 @@
 system. Settings come from DEJAVU_* variables.
 
 This module is the one `dejavu` command: it lists the subcommands of every installed side through the
-`dejavu.commands` entry points (schemas.cli) and runs the one asked for; its own are ask, forget and feedback.
+`dejavu.commands` entry points (schemas.cli) and runs the one asked for; its own are ask, lookup, store, forget,
+feedback and report.
 """
 
 from __future__ import annotations
@@ -17,15 +18,16 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
+import redis
 from kombu.exceptions import OperationalError
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
 from producer import report
-from producer.base import ForgetCall, Overloaded, ReplyTimeout
+from producer.base import ForgetCall, Overloaded, ReplyTimeout, Response
 from producer.client import Client
 from producer.settings import get_settings
-from schemas.cli import EPILOG, EXIT_ERROR_REPLY, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE, Command, fail
+from schemas.cli import EPILOG, EXIT_ERROR_REPLY, EXIT_MISS, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE, Command, fail
 from schemas.messages import ChatReply, ForgetReply
 from schemas.requests import RequestOptions
 
@@ -38,21 +40,26 @@ WORKER_ONLY = frozenset({"numpy", "onnxruntime", "onnx", "tokenizers", "asyncpg"
 # --- ask ---
 
 
-def _ask_arguments(p: argparse.ArgumentParser) -> None:
+def _request_arguments(p: argparse.ArgumentParser) -> None:
+    """What names a request and its scope: ask, lookup and store take the same, so they meet on the same entry."""
     p.add_argument("question", help="the question (the last user message)")
     p.add_argument("--tenant", default="default", help="cache namespace (default: %(default)s)")
     p.add_argument("--model", help="LLM model, part of the cache scope (default: DEJAVU_LLM_MODEL)")
     p.add_argument("--system", help="system prompt, part of the cache scope")
-    p.add_argument("--timeout", type=float, help="seconds to wait for the answer (default: DEJAVU_DEFAULT_TIMEOUT_S)")
+    p.add_argument("--timeout", type=float, help="seconds to wait for the reply (default: DEJAVU_DEFAULT_TIMEOUT_S)")
     p.add_argument("--param", action="append", type=_param, default=[], metavar="NAME=VALUE",
                    help="an OpenAI request field, forwarded to the LLM and part of the cache scope; VALUE is JSON "
                         "if it parses (temperature=0.7, stop='[\"\\n\"]', tools=@tools.json reads a file), else text; "
                         "repeat for more")  # fmt: skip
+    p.add_argument("--json", action="store_true", help="print the whole reply as JSON, with latency_ms")
+
+
+def _ask_arguments(p: argparse.ArgumentParser) -> None:
+    _request_arguments(p)
     p.add_argument("--no-cache", action="store_true", help="skip the lookup: ask the LLM (and store its answer)")
     p.add_argument("--no-store", action="store_true", help="serve from the cache, but store nothing new")
     p.add_argument("--max-age", type=int, metavar="S", help="serve only entries stored at most S seconds ago")
     p.add_argument("--stream", action="store_true", help="print a miss's answer as the LLM writes it")
-    p.add_argument("--json", action="store_true", help="print the whole reply as JSON, with latency_ms")
 
 
 def _param(text: str) -> tuple[str, Any]:
@@ -67,16 +74,51 @@ def _param(text: str) -> tuple[str, Any]:
         return name, raw
 
 
+def _options(args: argparse.Namespace) -> RequestOptions:
+    return {"tenant": args.tenant, "model": args.model, "system": args.system, "timeout": args.timeout,
+            "params": dict(args.param)}  # fmt: skip
+
+
 def run_ask(args: argparse.Namespace) -> int:
+    options = _options(args)
+    options["cache"] = {"no_cache": args.no_cache, "no_store": args.no_store, "max_age_s": args.max_age}
+    if args.stream:
+        return _verb(args, lambda client: _streamed(client, args.question, options))
+    return _verb(args, lambda client: client.ask(args.question, **options))
+
+
+def run_lookup(args: argparse.Namespace) -> int:
+    options = _options(args)
+    options["cache"] = {"max_age_s": args.max_age}
+    return _verb(args, lambda client: client.lookup(args.question, **options))
+
+
+def run_store(args: argparse.Namespace) -> int:
+    if (args.answer is None) == (args.response is None):
+        return fail("pass either --answer TEXT or --response FILE (the provider's chat.completion; - for stdin)",
+                    EXIT_USAGE)  # fmt: skip
+    try:
+        response: Response = args.answer if args.answer is not None else _read_response(args.response)
+    except (OSError, ValueError) as exc:
+        return fail(f"--response: {exc}", EXIT_USAGE)
+    return _verb(args, lambda client: client.store(args.question, response=response, **_options(args)))
+
+
+def _read_response(path: str) -> dict[str, Any]:
+    text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+    data = json.loads(text)
+    if not isinstance(data, dict):
+        raise ValueError("expected the provider's chat.completion, a JSON object")
+    return data
+
+
+def _verb(args: argparse.Namespace, call: Callable[[Client], ChatReply]) -> int:
+    """Run one request through a client and print its reply: the answer alone on stdout (so `$(dejavu ask ...)`
+    captures just it), how it was served on stderr."""
     client = Client(get_settings())
     try:
         start = time.perf_counter()
-        options: RequestOptions = {
-            "tenant": args.tenant, "model": args.model, "system": args.system, "timeout": args.timeout,
-            "params": dict(args.param),
-            "cache": {"no_cache": args.no_cache, "no_store": args.no_store, "max_age_s": args.max_age},
-        }  # fmt: skip
-        reply = _streamed(client, args.question, options) if args.stream else client.ask(args.question, **options)
+        reply = call(client)
         latency_ms = (time.perf_counter() - start) * 1000
     except (ValidationError, ValueError) as exc:
         return fail(f"invalid request: {exc}", EXIT_USAGE)
@@ -88,12 +130,16 @@ def run_ask(args: argparse.Namespace) -> int:
         client.close()
     if args.json:
         print(json.dumps({**reply.model_dump(mode="json", exclude_none=True), "latency_ms": round(latency_ms, 2)}))
+    elif reply.ok and reply.hit is False:
+        print(f"miss latency={latency_ms:.1f}ms", file=sys.stderr)
+    elif reply.ok and reply.answer is None:  # a store's acknowledgement
+        print(reply.entry_id)
     elif reply.ok:
-        # The answer alone on stdout, so `$(dejavu ask ...)` captures just the answer.
-        if not args.stream or reply.tier != "llm":
+        # A streamed miss's text was printed as it came.
+        if not getattr(args, "stream", False) or reply.tier != "llm":
             print(reply.answer or "")
-        for call in reply.tool_calls or ():
-            print(f"tool call {call.id}: {call.function.name}({call.function.arguments})")
+        for tool in reply.tool_calls or ():
+            print(f"tool call {tool.id}: {tool.function.name}({tool.function.arguments})")
         similarity = "-" if reply.similarity is None else f"{reply.similarity:.4f}"
         print(f"tier={reply.tier} similarity={similarity} latency={latency_ms:.1f}ms entry={reply.entry_id}",
               file=sys.stderr)  # fmt: skip
@@ -101,7 +147,19 @@ def run_ask(args: argparse.Namespace) -> int:
         if not args.json:
             print(f"error {reply.error.code}: {reply.error.message}", file=sys.stderr)
         return EXIT_ERROR_REPLY
-    return EXIT_OK
+    return EXIT_MISS if reply.hit is False else EXIT_OK
+
+
+def _lookup_arguments(p: argparse.ArgumentParser) -> None:
+    _request_arguments(p)
+    p.add_argument("--max-age", type=int, metavar="S", help="serve only entries stored at most S seconds ago")
+
+
+def _store_arguments(p: argparse.ArgumentParser) -> None:
+    _request_arguments(p)
+    p.add_argument("--answer", help="the answer's text, as your model gave it")
+    p.add_argument("--response", metavar="FILE", help="your model's whole chat.completion JSON (tool calls, "
+                   "finish_reason, usage kept); - reads stdin")  # fmt: skip
 
 
 def _streamed(client: Client, question: str, options: RequestOptions) -> ChatReply:
@@ -206,13 +264,13 @@ def run_report(args: argparse.Namespace) -> int:
         prices = report.read_prices(settings.prices_file)
     except ValueError as exc:
         return fail(str(exc), EXIT_USAGE)
-    client = Client(settings)
+    r = redis.Redis.from_url(settings.redis_url)
     try:
-        usage = report.collect(client.redis, args.tenant, first)
+        usage = report.collect(r, args.tenant, first)
     except UNREACHABLE as exc:
         return fail(f"cannot reach Redis at DEJAVU_REDIS_URL: {exc}", EXIT_UNAVAILABLE)
     finally:
-        client.close()
+        r.close()
     if args.json:
         print(json.dumps({u.tenant: dict(u.counts) for u in usage}))
     elif not usage:
@@ -225,6 +283,16 @@ def run_report(args: argparse.Namespace) -> int:
 COMMANDS: dict[str, Command] = {
     "ask": Command(
         "ask a question and print the answer with its tier, similarity and latency", _ask_arguments, run_ask
+    ),
+    "lookup": Command(
+        "look a question up without asking the LLM: print a hit's answer (exit 0), or exit 5 on a miss",
+        _lookup_arguments,
+        run_lookup,
+    ),
+    "store": Command(
+        "store the answer your own model gave to a question (same scope options as ask); print its entry id",
+        _store_arguments,
+        run_store,
     ),
     "forget": Command(
         "remove entries from every tier: one entry id, the entry of --question in a scope, or --all of a --tenant",

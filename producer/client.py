@@ -1,143 +1,118 @@
-"""A Python client: enqueue a chat request on the `lookup` queue and wait on its reply list.
+"""The Python client for synchronous callers: the verbs of `producer.aclient.AsyncClient`, each call run to its end
+on the client's own event loop thread, so every verb is written once.
 
-It needs only the broker URL; it sends the task by name, so it never imports the worker's code.
-Safe to share across threads: Celery's producer pool and redis-py's connection pool are.
+It needs only the broker URL; it sends tasks by name, so it never imports the worker's code. Safe to share across
+threads: every call goes to the one loop, where the async client serves many at once.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
-from typing import Unpack, cast
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Coroutine, Iterator
+from typing import Any, TypeVar, Unpack
 
-import redis
-from redis.retry import Retry
+from celery import Celery
 
-from producer.base import (
-    PING_TIMEOUT_S,
-    REPLY_GRACE_S,
-    RETRIES,
-    RETRY_BACKOFF,
-    FeedbackOptions,
-    ForgetCall,
-    ForgetOptions,
-    ReplyTimeout,
-    RequestBuilder,
-    check_enqueued,
-    enqueue_args,
-    forget_message,
-    lookup_message,
-    make_celery,
-    ping,
-    redis_options,
-    reply_wait_s,
-)
+from producer import base
+from producer.aclient import AsyncClient
+from producer.base import REPLY_GRACE_S, ReplyTimeout
 from producer.settings import ProducerSettings, get_settings
-from schemas.enqueue import ENQUEUE_SCRIPT
-from schemas.keys import LOOKUP_QUEUE, WRITEBACK_QUEUE, reply_key
-from schemas.messages import ChatReply, ChatRequest, ForgetReply, ReplyEvent, parse_reply_event
+from schemas.messages import ChatReply, ChatRequest, ForgetReply, ReplyEvent
 from schemas.requests import RequestOptions
 
 __all__ = ["REPLY_GRACE_S", "Client", "ReplyTimeout"]
 
+T = TypeVar("T")
 
-class Client(RequestBuilder):
+
+class Client(base.RequestBuilder):
     def __init__(self, settings: ProducerSettings | None = None) -> None:
         self.settings = settings or get_settings()
-        pool = redis.BlockingConnectionPool.from_url(
-            self.settings.redis_url, retry=Retry(RETRY_BACKOFF, RETRIES), **redis_options(self.settings)
-        )
-        self.redis = redis.Redis.from_pool(pool)  # owns the pool: close() closes it
-        self._enqueue = self.redis.register_script(ENQUEUE_SCRIPT)
-        self.celery = make_celery(self.settings)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="dejavu-client", daemon=True)
+        self._thread.start()
+        self._async = self._run(_open(self.settings))
+
+    def _run(self, call: Coroutine[Any, Any, T]) -> T:
+        """Run one async verb on the client's loop and wait for its result (or its exception)."""
+        return asyncio.run_coroutine_threadsafe(call, self._loop).result()
+
+    @property
+    def celery(self) -> Celery:
+        return self._async.celery
+
+    def ask_request(self, request: ChatRequest) -> ChatReply:
+        """Send an already built request (an ask, lookup-only or store request) and block for its reply."""
+        return self._run(self._async.ask_request(request))
 
     def send(self, request: ChatRequest) -> str:
-        """Enqueue a validated request; returns its id."""
-        keys, args = enqueue_args(request, lookup_message(request), self.settings)
-        check_enqueued(self._enqueue(keys=keys, args=args), self.settings)
-        return request.request_id
+        """Enqueue a validated request (an ask, lookup-only or store request); returns its id."""
+        return self._run(self._async.send(request))
 
     def submit(self, question: str | None = None, **options: Unpack[RequestOptions]) -> str:
-        """Fire and forget: enqueue and return the request id; read the reply later with `get_reply`."""
-        return self.send(self.request(question, **options))
+        """Enqueue without waiting; the reply stays on the request's own list for `get_reply`."""
+        return self._run(self._async.submit(question, **options))
 
     def get_reply(self, request_id: str, timeout: float) -> ChatReply:
-        """The reply to a sent request; ReplyTimeout if none arrives within `timeout` seconds."""
-        return ChatReply.model_validate_json(self._pop(request_id, timeout, LOOKUP_QUEUE))
-
-    def _pop(self, request_id: str, timeout: float, queue: str) -> bytes:
-        key = reply_key(request_id)
-        # BLPOP's timeout 0 means "forever": a non-positive timeout is a single non-blocking look.
-        if timeout <= 0:
-            raw = cast("bytes | None", self.redis.lpop(key))
-        else:
-            popped = cast("tuple[bytes, bytes] | None", self.redis.blpop([key], timeout=timeout))
-            raw = None if popped is None else popped[1]
-        if raw is None:
-            raise self._timed_out(request_id, timeout, queue)
-        return raw
+        """The reply to a submitted request; ReplyTimeout if none arrives within `timeout` seconds."""
+        return self._run(self._async.get_reply(request_id, timeout))
 
     def ask(self, question: str | None = None, **options: Unpack[RequestOptions]) -> ChatReply:
-        """Enqueue and wait for the reply (or its typed error)."""
-        request = self.request(question, **options)
-        self.send(request)
-        return self.get_reply(request.request_id, reply_wait_s(request))
+        """Ask and block until the reply (or its typed error); see AsyncClient.ask."""
+        return self._run(self._async.ask(question, **options))
 
     def ask_stream(self, question: str | None = None, **options: Unpack[RequestOptions]) -> Iterator[ReplyEvent]:
-        """Ask with the answer streamed: a miss yields ChatDeltas as the LLM writes them, then the ChatReply (the
-        whole answer, or an error if the stream broke); a hit yields its ChatReply alone."""
-        options["stream"] = True
-        request = self.request(question, **options)
-        self.send(request)
-        while True:
-            event = parse_reply_event(self._pop(request.request_id, reply_wait_s(request), LOOKUP_QUEUE))
-            yield event
-            if isinstance(event, ChatReply):
-                return
+        """Iterate a streamed ask's events (a miss's ChatDeltas, then the ChatReply); see AsyncClient.ask_stream."""
+        events = self._async.ask_stream(question, **options)
+        try:
+            while (event := self._run(_next(events))) is not None:
+                yield event
+        finally:
+            self._run(events.aclose())
 
-    def forget(self, entry_id: str | None = None, **options: Unpack[ForgetOptions]) -> ForgetReply:
-        """Remove entries from every tier and wait for the counts: one entry id (only of `tenant`, if given), the
-        entry of `question` in the scope of tenant/model/system, or with `all_entries=True` every entry of `tenant`."""
-        return self.run_forget(self.forget_call(entry_id, **options))
+    def lookup(self, question: str | None = None, **options: Unpack[RequestOptions]) -> ChatReply:
+        """Look up without the LLM and block for the hit or miss; see AsyncClient.lookup."""
+        return self._run(self._async.lookup(question, **options))
 
-    def feedback(self, entry: str | ChatReply, **options: Unpack[FeedbackOptions]) -> ForgetReply:
-        """Mark an answer bad: remove its entry everywhere and never store that question/answer pair again."""
-        return self.run_forget(self.feedback_call(entry, **options))
+    def store(
+        self, question: str | None = None, *, response: base.Response, **options: Unpack[RequestOptions]
+    ) -> ChatReply:
+        """Store the caller's own answer and block for the entry id; see AsyncClient.store."""
+        return self._run(self._async.store(question, response=response, **options))
 
-    def run_forget(self, call: ForgetCall) -> ForgetReply:
-        """Send a forget to the workers (writeback queue) and wait for its reply."""
-        request, wait_s = call
-        self.redis.lpush(WRITEBACK_QUEUE, forget_message(request))
-        return ForgetReply.model_validate_json(self._pop(request.request_id, wait_s, WRITEBACK_QUEUE))
+    def forget(self, entry_id: str | None = None, **options: Unpack[base.ForgetOptions]) -> ForgetReply:
+        """Remove entries from every tier and block for the counts; see AsyncClient.forget."""
+        return self._run(self._async.forget(entry_id, **options))
+
+    def feedback(self, entry: str | ChatReply, **options: Unpack[base.FeedbackOptions]) -> ForgetReply:
+        """Mark an answer bad and block until it is removed and blocklisted; see AsyncClient.feedback."""
+        return self._run(self._async.feedback(entry, **options))
+
+    def run_forget(self, call: base.ForgetCall) -> ForgetReply:
+        return self._run(self._async.run_forget(call))
 
     def workers(self, timeout: float = 1.0) -> list[str]:
         """Names of the worker nodes that answer a ping now."""
-        return ping(self.celery, timeout)
+        return self._run(self._async.workers(timeout))
 
     def wait_for_workers(self, count: int = 1, timeout: float = 120.0) -> list[str]:
         """Block until `count` worker nodes answer (they load the model before consuming)."""
-        end = time.monotonic() + timeout
-        found: list[str] = []
-        while time.monotonic() < end:
-            found = self.workers()
-            if len(found) >= count:
-                return found
-            time.sleep(0.5)
-        raise TimeoutError(f"fewer than {count} worker(s) answered a ping within {timeout:.0f}s (found {found})")
-
-    def _timed_out(self, request_id: str, timeout: float, queue: str) -> ReplyTimeout:
-        depth: int | None
-        workers: list[str] | None
-        try:
-            depth = int(self.redis.llen(queue))
-        except redis.RedisError:
-            depth = None
-        try:
-            workers = self.workers(PING_TIMEOUT_S)
-        except Exception:  # the diagnosis must not hide the timeout it explains
-            workers = None
-        return ReplyTimeout(request_id, timeout, depth, workers, queue)
+        return self._run(self._async.wait_for_workers(count, timeout))
 
     def close(self) -> None:
-        self.redis.close()
-        self.celery.close()
+        if self._loop.is_closed():
+            return
+        self._run(self._async.aclose())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
+
+
+async def _open(settings: ProducerSettings) -> AsyncClient:
+    # Made on the loop that will run it: its pools and inbox belong to that loop.
+    return AsyncClient(settings)
+
+
+async def _next(events: AsyncIterator[ReplyEvent]) -> ReplyEvent | None:
+    return await anext(events, None)

@@ -515,6 +515,9 @@ def make_app(settings: ProducerSettings | None = None) -> web.Application:
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/v1/ask", ask)
     app.router.add_post("/v1/feedback", feedback)
+    from producer import cache_api  # builds on this module's request steps, so imported once it is loaded
+
+    cache_api.add_routes(app)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     return app
@@ -541,4 +544,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from producer.gateway import main as run  # one module instance, the one producer.cache_api imports
+
+    run()

@@ -3,7 +3,9 @@
 The workers add to one Redis hash per tenant and UTC day as they publish each reply (schemas.keys.usage_key),
 so the counts survive restarts of every process but Redis (whose append-only file keeps them). A price table,
 one JSON file (DEJAVU_PRICES_FILE: {"model": {"prompt_per_1m": 2.5, "completion_per_1m": 10.0}}), turns the
-tokens saved into money; a model without a price leaves the cost column out.
+tokens saved into money; a model without a price leaves the cost column out. Lookup-only requests (`lookup`)
+count as requests, their hits in their tier and as "lookup hits" (a miss as tier `miss`, which the caller's own
+LLM answered); stores (`store`) count apart, as "stored".
 """
 
 from __future__ import annotations
@@ -100,11 +102,13 @@ def collect(r: redis.Redis, tenant: str | None, first_day: dt.date) -> list[Tena
 def table(usage: list[TenantUsage], prices: dict[str, dict[str, float]]) -> str:
     costs = [u.cost("saved", prices) for u in usage]
     priced = bool(prices) and all(c is not None for c in costs)
-    head = ["tenant", "requests", *(t.value for t in (*HIT_TIERS, Tier.LLM)), "llm calls avoided", "tokens saved"]
+    head = ["tenant", "requests", *(t.value for t in (*HIT_TIERS, Tier.LLM)), "llm calls avoided", "lookup hits",
+            "stored", "tokens saved"]  # fmt: skip
     rows = [head + (["cost saved"] if priced else [])]
     for u, cost in zip(usage, costs, strict=True):
         share = [f"{u.tier(t) / u.requests:.1%}" if u.requests else "-" for t in (*HIT_TIERS, Tier.LLM)]
-        row = [u.tenant, str(u.requests), *share, str(u.avoided), str(sum(u.tokens("saved").values()))]
+        row = [u.tenant, str(u.requests), *share, str(u.avoided), str(u.counts["lookup_hits"]),
+               str(u.counts["stores"]), str(sum(u.tokens("saved").values()))]  # fmt: skip
         rows.append(row + ([f"{cost:.4f}"] if priced and cost is not None else []))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)

@@ -18,6 +18,8 @@ EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 3
 # `dejavu status`: requests are answered, but something underneath is down.
 EXIT_DEGRADED = 4
+# `dejavu lookup`: nothing cached answers the question (ask your model, then `dejavu store`).
+EXIT_MISS = 5
 EXIT_INTERRUPTED = 130
 
 EPILOG = """exit codes:
@@ -28,6 +30,7 @@ EPILOG = """exit codes:
   3  no reply in time, overloaded (queue too deep), or Redis / Postgres / the workers unreachable
      (status: down: Redis unreachable or no worker answers)
   4  status only: degraded, requests are answered but Postgres is down or the lookup queue is full
+  5  lookup only: a miss, nothing cached answers the question
   130  backfill interrupted (Ctrl-C): `dejavu backfill --resume ID` finishes it"""
 
 

@@ -13,12 +13,14 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from schemas.messages import ChatReply, ChatRequest, ForgetReply, ForgetRequest
+from schemas.messages import ChatReply, ChatRequest, ForgetReply, ForgetRequest, LookupRequest, StoreRequest
 
 JSON_DIR = Path(__file__).resolve().parent / "json"
 MODELS: dict[str, type[BaseModel]] = {
     "chat_request": ChatRequest,
     "chat_reply": ChatReply,
+    "lookup_request": LookupRequest,
+    "store_request": StoreRequest,
     "forget_request": ForgetRequest,
     "forget_reply": ForgetReply,
 }

@@ -13,6 +13,9 @@ BACKFILL_QUEUE = "backfill"
 LOOKUP_TASK = "dejavu.lookup"
 COMPLETE_TASK = "dejavu.complete"
 WRITEBACK_TASK = "dejavu.writeback"
+# The verbs of callers that make their own LLM call (schemas.verbs): on the lookup queue, whose nodes embed.
+LOOKUP_ONLY_TASK = "dejavu.lookup_only"
+STORE_TASK = "dejavu.store"
 BACKFILL_TASK = "dejavu.backfill_chunk"
 # Removal (`dejavu forget`, feedback): on the writeback queue, so Postgres credentials stay on the workers.
 FORGET_TASK = "dejavu.forget"
@@ -71,6 +74,10 @@ def reply_key(request_id: str) -> str:
 # failure: producers read the stack's Postgres health here without Postgres credentials of their own.
 PG_DOWN_KEY = f"{PREFIX}:health:postgres-down"
 PG_DOWN_TTL_S = 30
+
+# The tenants a LangChain cache (producer.langchain.DejavuCache) has stored under, one per model and parameter set:
+# a set per cache tenant, `<prefix><tenant>`, so that its clear() forgets them all.
+LANGCHAIN_TENANTS_PREFIX = f"{PREFIX}:langchain:"
 
 # Usage per tenant and UTC day, `<prefix><tenant>:<YYYY-MM-DD>`: one hash of counters that the workers add to as they
 # publish each chat reply (worker.reply.usage_counts) and `dejavu report` sums. Kept USAGE_TTL_S.

@@ -1,12 +1,12 @@
-"""Building a validated `ChatRequest` from a question and options: the clients, the gateway and the worker-side
-tools (backfill, eval) all make requests, and must make them the same way."""
+"""Building a validated `ChatRequest` (or a lookup-only or store request) from a question and options: the clients,
+the gateway and the worker-side tools (backfill, eval) all make requests, and must make them the same way."""
 
 from __future__ import annotations
 
 import time
 import uuid
 from collections.abc import Mapping, Sequence
-from typing import Any, TypedDict, Unpack
+from typing import Any, TypedDict, TypeVar, Unpack
 
 from schemas.keys import reply_key
 from schemas.messages import (
@@ -46,6 +46,20 @@ def build_request(
     settings: CommonSettings, question: str | None = None, **options: Unpack[RequestOptions]
 ) -> ChatRequest:
     """Build and validate a request; bad input raises pydantic's ValidationError here, not in a worker."""
+    return build_as(ChatRequest, settings, question, {}, **options)
+
+
+R = TypeVar("R", bound=ChatRequest)
+
+
+def build_as(
+    kind: type[R],
+    settings: CommonSettings,
+    question: str | None,
+    fields: Mapping[str, Any],
+    **options: Unpack[RequestOptions],
+) -> R:
+    """Build a request of `kind` (a lookup-only or store request, schemas.verbs) with its own `fields` besides."""
     messages, system = options.get("messages"), options.get("system")
     timeout, deadline = options.get("timeout"), options.get("deadline")
     if (question is None) == (messages is None):
@@ -56,8 +70,9 @@ def build_request(
     if system is not None:
         msgs.insert(0, {"role": "system", "content": system})
     rid = options.get("request_id") or uuid.uuid4().hex
-    fields: dict[str, object] = {
+    request: dict[str, object] = {
         **split_params(options.get("params") or {}),
+        **fields,
         "stream": options.get("stream", False),
         "cache": options.get("cache") or {},
         "messages": msgs,
@@ -67,7 +82,7 @@ def build_request(
         "request_id": rid,
         "reply_to": reply_key(rid),
     }
-    return ChatRequest.model_validate(fields, context={CTX_MAX_QUESTION_BYTES: settings.max_question_bytes})
+    return kind.model_validate(request, context={CTX_MAX_QUESTION_BYTES: settings.max_question_bytes})
 
 
 def split_params(params: Mapping[str, Any]) -> dict[str, Any]:

@@ -25,9 +25,13 @@ from kombu.transport import TRANSPORT_ALIASES, virtual
 from kombu.transport import redis as kombu_redis
 from kombu.utils.json import dumps
 
-from schemas.keys import LOOKUP_TASK, REQUEST_HEADER, TAKEN_PREFIX
+from schemas.keys import LOOKUP_ONLY_TASK, LOOKUP_TASK, REQUEST_HEADER, STORE_TASK, TAKEN_PREFIX
 
 log = logging.getLogger(__name__)
+
+
+# The tasks a producer enqueues on the lookup queue, each under its request's id.
+REQUEST_TASKS = (LOOKUP_TASK, LOOKUP_ONLY_TASK, STORE_TASK)
 
 
 class QoS(kombu_redis.QoS):
@@ -39,8 +43,9 @@ class QoS(kombu_redis.QoS):
             pipe.zadd(self.unacked_index_key, {delivery_tag: time()})
             copy = [message._raw, delivery["exchange"], delivery["routing_key"]]
             pipe.hset(self.unacked_key, delivery_tag, dumps(copy))
-            # A lookup task's id is its request id; an LLM task names its request in a header (worker.handoff).
-            request_id = headers["id"] if headers.get("task") == LOOKUP_TASK else headers.get(REQUEST_HEADER)
+            # A request's own task (ask, lookup-only, store) has the request id for its id; an LLM task names its
+            # request in a header (worker.handoff).
+            request_id = headers["id"] if headers.get("task") in REQUEST_TASKS else headers.get(REQUEST_HEADER)
             if self.channel.taken_ttl and request_id:
                 stage = "lookup" if request_id == headers.get("id") else "llm"
                 pipe.set(TAKEN_PREFIX + request_id, f"{stage} {self.channel.node_name}", ex=self.channel.taken_ttl)

@@ -1,6 +1,7 @@
 """The request path, in the order it runs. Read this file first.
 
     lookup queue:  intake -> deadline -> exact -> embed -> redis KNN -> pgvector KNN -> reply
+                   (a lookup-only request's miss is replied at once; a store is worker.verbs.store)
     llm queue:     (every tier missed) already answered? -> LLM, one call per burst -> reply
     writeback:     store new answers in every tier; promote pgvector hits into Redis
 
@@ -27,6 +28,7 @@ from schemas.messages import (
     ChatReply,
     ChatRequest,
     ErrorCode,
+    LookupRequest,
     ReplyError,
     Tier,
     Usage,
@@ -64,11 +66,12 @@ class Stopwatch:
         return self.laps
 
 
-async def handle(raw: str, rt: Runtime) -> Outcome:
-    """Look up one raw request: publish its reply on a hit or an error, or hand it on as a miss."""
+async def handle(raw: str, rt: Runtime, kind: type[ChatRequest] = ChatRequest) -> Outcome:
+    """Look up one raw request: publish its reply on a hit or an error, or hand it on as a miss (a LookupRequest's
+    miss is its reply: the caller asks its own LLM)."""
     # 1. intake: a message that does not validate gets an error reply if it names a reply_to.
     try:
-        request = ChatRequest.model_validate_json(raw, context=_context(rt))
+        request = kind.model_validate_json(raw, context=_context(rt))
     except ValidationError as exc:
         await rt.replies.reject(raw, exc, lambda request_id, error: ChatReply(request_id=request_id, error=error))
         return Outcome()
@@ -80,6 +83,8 @@ async def handle(raw: str, rt: Runtime) -> Outcome:
         raise  # the task is retried: with Redis down no reply could be published anyway
     except Exception as exc:
         result = _internal(request, exc), None
+    if isinstance(request, LookupRequest):
+        result = _lookup_only(request, result)
     if isinstance(result, MissJob):
         return Outcome(miss=result)
     reply, job = result
@@ -142,6 +147,17 @@ def _miss(request: ChatRequest, vector: npt.NDArray[np.float32], clock: Stopwatc
     # With the worker's context: the deadline may pass during the lookup, and the LLM task answers that.
     miss = {"request": request, "vector": vector.astype(np.float32).tobytes(), "timings_ms": clock.laps}
     return MissJob.model_validate(miss, context=_context(rt))
+
+
+def _lookup_only(
+    request: LookupRequest, result: tuple[ChatReply, WritebackJob | None] | MissJob
+) -> tuple[ChatReply, WritebackJob | None]:
+    if isinstance(result, MissJob):
+        laps = result.timings_ms
+        timings = {**laps, "total": round(sum(v for k, v in laps.items() if k != "queue_wait"), 3)}
+        return ChatReply(request_id=request.request_id, hit=False, timings_ms=timings), None
+    reply, job = result
+    return (reply.model_copy(update={"hit": True}) if reply.ok else reply), job
 
 
 def _fresh_enough(request: ChatRequest, now: float) -> Callable[[Candidate | None], Candidate | None]:
@@ -253,6 +269,7 @@ def _served(request: ChatRequest, hit: Candidate, tier: Tier, clock: Stopwatch) 
         finish_reason=hit.meta.finish_reason,
         usage=Usage(),
         saved=hit.meta.usage,
+        message_extra=hit.meta.message_extra,
     )
 
 

@@ -13,7 +13,16 @@ import redis.asyncio as aioredis
 from pydantic import ValidationError
 
 from schemas.keys import REPLIED_PREFIX, REPLY_PREFIX, TAKEN_PREFIX, USAGE_TTL_S, usage_key
-from schemas.messages import ChatDelta, ChatReply, ChatRequest, ErrorCode, ForgetReply, ReplyError, Tier
+from schemas.messages import (
+    ChatDelta,
+    ChatReply,
+    ChatRequest,
+    ErrorCode,
+    ForgetReply,
+    ReplyError,
+    StoreRequest,
+    Tier,
+)
 from worker.lua import script
 
 log = logging.getLogger(__name__)
@@ -25,8 +34,15 @@ OnDelta = Callable[[dict[str, Any]], Awaitable[None]]
 
 def usage_counts(request: ChatRequest, reply: ChatReply) -> dict[str, int]:
     """What one reply adds to its tenant's usage hash: the request, its tier (or error), and the tokens the LLM
-    spent on it or that the cache saved, per model (a price table prices them by model: `dejavu report`)."""
-    counts = {"requests": 1, f"tier:{reply.tier.value if reply.tier else 'error'}": 1}
+    spent on it or that the cache saved, per model (a price table prices them by model: `dejavu report`). A store
+    counts as a store, not a request; a lookup-only hit also counts as a lookup hit, and its miss as tier `miss`."""
+    if isinstance(request, StoreRequest):
+        return {"stores": 1}
+    # A lookup-only request's miss is not an error: its caller asks its own LLM.
+    outcome = reply.tier.value if reply.tier else "miss" if reply.hit is False else "error"
+    counts = {"requests": 1, f"tier:{outcome}": 1}
+    if reply.hit:
+        counts["lookup_hits"] = 1
     if reply.tier == Tier.LLM and reply.usage is not None:
         counts |= {f"spent_prompt:{request.model}": reply.usage.prompt_tokens,
                    f"spent_completion:{request.model}": reply.usage.completion_tokens}  # fmt: skip

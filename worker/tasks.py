@@ -13,11 +13,14 @@ from schemas.keys import (
     BACKFILL_TASK,
     COMPLETE_TASK,
     FORGET_TASK,
+    LOOKUP_ONLY_TASK,
     LOOKUP_TASK,
+    STORE_TASK,
     WRITEBACK_QUEUE,
     WRITEBACK_TASK,
 )
-from worker import backfill, forget, pipeline, runtime, writeback
+from schemas.messages import LookupRequest
+from worker import backfill, forget, pipeline, runtime, verbs, writeback
 from worker.app import app
 from worker.errors import REDIS_DOWN, TransientError
 from worker.model_prep import prepared_model
@@ -77,6 +80,21 @@ def lookup(payload: str) -> None:
         rt.run(rt.llm_queue.put(outcome.miss))
     if outcome.writeback is not None:
         hand_off(writeback_task, outcome.writeback.model_dump_json(), WRITEBACK_QUEUE)
+
+
+@app.task(name=LOOKUP_ONLY_TASK, **REDIS_RETRY)
+def lookup_only(payload: str) -> None:
+    # The lookup path without the LLM: a miss is replied at once, so only a promotion may follow.
+    rt = runtime.current(get_settings())
+    outcome = rt.run(pipeline.handle(payload, rt, LookupRequest))
+    if outcome.writeback is not None:
+        hand_off(writeback_task, outcome.writeback.model_dump_json(), WRITEBACK_QUEUE)
+
+
+@app.task(name=STORE_TASK, **REDIS_RETRY)
+def store(payload: str) -> None:
+    rt = runtime.current(get_settings())
+    rt.run(verbs.store(payload, rt, lambda job: hand_off(writeback_task, job.model_dump_json(), WRITEBACK_QUEUE)))
 
 
 @app.task(name=COMPLETE_TASK, bind=True, **REDIS_RETRY)

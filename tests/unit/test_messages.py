@@ -14,6 +14,7 @@ from schemas.keys import reply_key
 from schemas.messages import (
     CTX_ALLOW_EXPIRED,
     CTX_MAX_QUESTION_BYTES,
+    SCHEMA_VERSION,
     ChatReply,
     ChatRequest,
     ErrorCode,
@@ -40,7 +41,7 @@ def test_a_valid_request_round_trips() -> None:
     request = ChatRequest.model_validate(fields())
     assert request.question == "What is gout?"
     assert ChatRequest.model_validate_json(request.model_dump_json()) == request
-    assert request.version == 2 and len(request.request_id) == 32
+    assert request.version == SCHEMA_VERSION and len(request.request_id) == 32
 
 
 @pytest.mark.parametrize(
@@ -57,7 +58,7 @@ def test_a_valid_request_round_trips() -> None:
         ({"deadline": time.time() - 1}, "deadline has already passed"),
         ({"tenant": "a b"}, "String should match pattern"),
         ({"unknown": 1}, "Extra inputs are not permitted"),
-        ({"version": 3}, "Input should be 1 or 2"),
+        ({"version": 4}, "Input should be 1, 2 or 3"),
     ],
     ids=["empty", "whitespace", "oversized", "unknown-role", "not-ending-in-user", "no-messages",
          "missing-reply-to", "foreign-reply-to", "expired", "bad-tenant", "unknown-field", "future-version"],
