@@ -142,9 +142,10 @@ def wait_idle(client: Client, timeout: float = 30.0) -> None:
     The event a test waits on before it asserts that something did not happen (a second reply, a write-back):
     had it been on its way, it would have happened by then."""
     nodes = client.workers()
+    r = redis.Redis.from_url(client.settings.redis_url)
 
     def queued() -> int:
-        return sum(int(client.redis.llen(queue)) for queue in QUEUES)
+        return sum(int(r.llen(queue)) for queue in QUEUES)
 
     def idle() -> bool:
         if queued():
@@ -152,4 +153,7 @@ def wait_idle(client: Client, timeout: float = 30.0) -> None:
         # The queues once more after the nodes' lists: a task that ran in between may have handed on another.
         return worker_tasks(client, nodes, "active", "reserved", "scheduled") == [] and not queued()
 
-    wait_until(idle, timeout)
+    try:
+        wait_until(idle, timeout)
+    finally:
+        r.close()
