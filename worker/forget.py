@@ -37,7 +37,7 @@ import time
 from pydantic import ValidationError
 
 from schemas.cache import answer_hash
-from schemas.keys import FORGOTTEN_PREFIX, FORGOTTEN_TENANT_PREFIX, USAGE_TTL_S, usage_key
+from schemas.keys import FORGOTTEN_PREFIX, FORGOTTEN_TENANT_PREFIX, LANGCHAIN_TENANTS_PREFIX, USAGE_TTL_S, usage_key
 from schemas.messages import ErrorCode, ForgetReply, ForgetRequest, Removed, ReplyError
 from worker.errors import UNREACHABLE, TransientError
 from worker.runtime import Runtime
@@ -107,14 +107,21 @@ async def forget_entry(request: ForgetRequest, eid: str, rt: Runtime) -> tuple[F
 
 
 async def forget_tenant(request: ForgetRequest, tenant: str, rt: Runtime) -> ForgetReply:
-    tombstone = FORGOTTEN_TENANT_PREFIX + tenant
-    async with rt.pg_tier.transaction() as pg:
-        removed_pg = await pg.forget_tenant(tenant)
-        await rt.redis_tier.tombstone(tombstone, IN_PROGRESS, rt.settings.forget_tombstone_s)
-    removed_redis = await rt.redis_tier.forget_tenant(tenant)
-    await _finish(tombstone, rt)
-    log.info("forgot tenant %s: redis %d, pgvector %d", tenant, removed_redis, removed_pg)
-    return ForgetReply(request_id=request.request_id, removed=Removed(redis=removed_redis, pgvector=removed_pg))
+    # A LangChain cache keeps each model's entries under a tenant of its own below the cache's, listed in a set
+    # (producer.langchain): forgetting the tenant forgets those too.
+    listed = await rt.redis.smembers(LANGCHAIN_TENANTS_PREFIX + tenant)
+    below = sorted(t.decode() if isinstance(t, bytes) else t for t in listed)
+    removed = Removed(redis=0, pgvector=0)
+    for name in [tenant, *below]:
+        tombstone = FORGOTTEN_TENANT_PREFIX + name
+        async with rt.pg_tier.transaction() as pg:
+            removed_pg = await pg.forget_tenant(name)
+            await rt.redis_tier.tombstone(tombstone, IN_PROGRESS, rt.settings.forget_tombstone_s)
+        removed_redis = await rt.redis_tier.forget_tenant(name)
+        await _finish(tombstone, rt)
+        log.info("forgot tenant %s: redis %d, pgvector %d", name, removed_redis, removed_pg)
+        removed = Removed(redis=removed.redis + removed_redis, pgvector=removed.pgvector + removed_pg)
+    return ForgetReply(request_id=request.request_id, removed=removed)
 
 
 async def _count_feedback(tenant: str, rt: Runtime) -> None:

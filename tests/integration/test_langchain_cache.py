@@ -16,6 +16,7 @@ from langchain_core.messages import AIMessage
 from langchain_core.tools import tool
 from langchain_openai import ChatOpenAI
 
+from producer.client import Client
 from producer.langchain import DejavuCache
 from producer.settings import ProducerSettings
 from tests.conftest import llm_calls, wait_until
@@ -92,6 +93,19 @@ def test_chat_openai_under_set_llm_cache(stack: LocalStack, cache: Recorded) -> 
     cache.clear()
     model.invoke(QUESTION)
     assert llm_calls(stack, QUESTION) == calls + 3
+
+
+def test_forgetting_the_tenant_forgets_what_its_langchain_cache_stored(
+    stack: LocalStack, cache: Recorded, client: Client, tenant: str
+) -> None:
+    # Given an answer the LangChain cache stored (under a tenant of its own per model and parameters) ...
+    model = chat(stack, temperature=0)
+    model.invoke(QUESTION)
+    cache.landed()
+    # ... an operator who forgets the whole tenant (`dejavu forget --all --tenant T`) forgets it too.
+    reply = client.forget(all_entries=True, tenant=tenant)
+    assert reply.ok and reply.removed is not None and reply.removed.redis >= 1 and reply.removed.pgvector >= 1
+    assert cache.lookup(*cache.last) is None
 
 
 def test_a_tool_call_answer_comes_back_with_its_tool_calls(stack: LocalStack, cache: Recorded) -> None:
