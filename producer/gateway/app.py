@@ -1,0 +1,105 @@
+"""The gateway's aiohttp app: the routes, the error middleware, the shared client, and `main`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import uvloop
+from aiohttp import web
+
+from producer import gateway
+from producer.aclient import AsyncClient
+from producer.gateway.auth import KEYS, ApiKeys
+from producer.gateway.errors import GatewayError
+from producer.gateway.headers import TIER_HEADER
+from producer.gateway.health import healthz, metrics
+from producer.gateway.routes import ask, chat_completions, feedback
+from producer.gateway.state import CLIENT, METRICS, SETTINGS
+from producer.metrics import GatewayMetrics
+from producer.settings import ProducerSettings, get_settings
+from schemas import messages
+
+log = logging.getLogger(__name__)
+
+TENANT_PATTERN = re.compile(messages.TENANT_PATTERN)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Turns every failure into an OpenAI-style JSON error and records the request in the metrics."""
+    m = request.app[METRICS]
+    resource = request.match_info.route.resource
+    endpoint = resource.canonical if resource is not None else "unmatched"
+    m.requests.labels(endpoint).inc()
+    start = time.perf_counter()
+    try:
+        response = await handler(request)
+        outcome = response.headers.get(TIER_HEADER, "ok")
+    except GatewayError as exc:
+        response, outcome = exc.response(), "error"
+        m.errors.labels(exc.code).inc()
+    except web.HTTPException as exc:  # aiohttp's own: 404, 405, 413 while reading
+        code = exc.reason.lower().replace(" ", "_")
+        response = GatewayError(exc.status, code, exc.text or exc.reason).response()
+        outcome = "error"
+        m.errors.labels(code).inc()
+    except Exception:
+        log.exception("unexpected error on %s %s", request.method, request.path)
+        response, outcome = GatewayError(500, "internal", "internal gateway error").response(), "error"
+        m.errors.labels("internal").inc()
+    m.latency.labels(endpoint, outcome).observe(time.perf_counter() - start)
+    return response
+
+
+async def _client(app: web.Application) -> AsyncIterator[None]:
+    # One Redis pool and one Celery producer for the whole process.
+    app[CLIENT] = AsyncClient(app[SETTINGS])
+    yield
+    await app[CLIENT].aclose()
+
+
+def make_app(settings: ProducerSettings | None = None) -> web.Application:
+    settings = settings or get_settings()
+    bad = [tenant for tenant in settings.gateway_api_keys.values() if not TENANT_PATTERN.match(tenant)]
+    if bad:
+        raise ValueError(f"DEJAVU_GATEWAY_API_KEYS maps keys to invalid tenant names {bad}: use [A-Za-z0-9_.-]{{1,64}}")
+    if not settings.gateway_api_keys:
+        log.warning("DEJAVU_GATEWAY_API_KEYS is empty: every /v1 request will be refused with 401")
+    app = web.Application(client_max_size=settings.gateway_max_body_bytes, middlewares=[observe])
+    app[SETTINGS] = settings
+    metrics_key = settings.metrics_key.get_secret_value() if settings.metrics_key is not None else None
+    app[KEYS] = ApiKeys(settings.gateway_api_keys, metrics_key)
+    app[METRICS] = GatewayMetrics()
+    app.cleanup_ctx.append(_client)
+    app.router.add_post("/v1/chat/completions", chat_completions)
+    app.router.add_post("/v1/ask", ask)
+    app.router.add_post("/v1/feedback", feedback)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    return app
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m producer.gateway", description=gateway.__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
+    parser.add_argument("--port", type=int, default=8080, help="port to listen on (default: %(default)s)")
+    parser.add_argument("--access-log", action="store_true", help="log every request (off: it costs throughput)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    web.run_app(
+        make_app(),
+        # uvloop's event loop: the gateway is one Python process on one core, and its loop is most of the CPU
+        # a request costs there.
+        loop=uvloop.new_event_loop(),
+        host=args.host,
+        port=args.port,
+        access_log=logging.getLogger("aiohttp.access") if args.access_log else None,
+        print=lambda msg: log.info("%s", msg.strip()),
+    )

@@ -1,0 +1,89 @@
+"""The /v1 routes: OpenAI's chat completions, the native ask, and feedback on a cached answer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+from pydantic import ValidationError
+
+from producer.aclient import AsyncClient
+from producer.gateway.auth import tenant_of
+from producer.gateway.bodies import (
+    AskBody,
+    FeedbackBody,
+    cache_control,
+    check_deadline,
+    describe,
+    guarded,
+    header_deadline,
+    parse,
+    read_json,
+)
+from producer.gateway.errors import GatewayError, failed, queued
+from producer.gateway.headers import cache_headers
+from producer.gateway.sse import stream_completion
+from producer.gateway.state import CLIENT, METRICS
+from producer.openai_compat import Chunks, CompletionBody, completion
+from schemas.messages import ChatReply, ChatRequest
+
+
+def build(client: AsyncClient, tenant: str, **fields: Any) -> ChatRequest:
+    check_deadline(fields.get("timeout"), fields.get("deadline"))
+    try:
+        return client.request(tenant=tenant, **fields)
+    except ValidationError as exc:
+        raise GatewayError(400, "invalid_request", describe(exc)) from None
+    except ValueError as exc:
+        raise GatewayError(400, "invalid_request", str(exc)) from None
+
+
+async def answer(request: web.Request, chat: ChatRequest) -> ChatReply:
+    reply = await queued(request.app[CLIENT].ask_request(chat))
+    if reply.ok:
+        request.app[METRICS].answered(reply, chat.tenant)
+    return reply
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    tenant = tenant_of(request)
+    body = parse(CompletionBody, await read_json(request))
+    timeout, deadline = header_deadline(request)
+    client = request.app[CLIENT]
+    chat = build(
+        client, tenant, messages=guarded(body.chat_messages), model=body.model, timeout=timeout, deadline=deadline,
+        params=body.params(), stream=body.stream, cache=cache_control(request),
+    )  # fmt: skip
+    if not body.stream:
+        reply = await answer(request, chat)
+        if not reply.ok:
+            raise failed(reply)
+        return web.json_response(completion(chat, reply), headers=cache_headers(reply))
+    return await stream_completion(request, chat, Chunks(chat, body.include_usage))
+
+
+async def ask(request: web.Request) -> web.Response:
+    tenant = tenant_of(request)
+    body = parse(AskBody, await read_json(request))
+    fields = body.model_dump(exclude_none=True, exclude={"question", "messages"})
+    chat = build(request.app[CLIENT], tenant, question=body.question, messages=body.messages, **fields)
+    reply = await answer(request, chat)
+    payload = reply.model_dump_json()
+    if not reply.ok:
+        raise failed(reply, body=payload)
+    return web.Response(text=payload, content_type="application/json", headers=cache_headers(reply))
+
+
+async def feedback(request: web.Request) -> web.Response:
+    tenant = tenant_of(request)
+    body = parse(FeedbackBody, await read_json(request))
+    client = request.app[CLIENT]
+    call = client.feedback_call(body.entry_id, reason=body.reason, answer=body.answer, tenant=tenant)
+    reply = await queued(client.run_forget(call))
+    payload = reply.model_dump_json()
+    if not reply.ok:
+        raise failed(reply, body=payload)
+    # Another tenant's entry is "not found" too: the answer must not tell whether it exists.
+    if not reply.found and not reply.blocked:
+        raise GatewayError(404, "entry_not_found", f"no entry {body.entry_id} is stored for this API key's tenant")
+    return web.Response(text=payload, content_type="application/json")

@@ -1,0 +1,71 @@
+"""A streamed chat completion: server-sent events of `chat.completion.chunk`s, as OpenAI sends them."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+from kombu.exceptions import OperationalError
+from redis.exceptions import RedisError
+
+from producer.base import ReplyTimeout
+from producer.gateway.errors import GatewayError, failed, queued
+from producer.gateway.headers import TIER_HEADER, cache_headers
+from producer.gateway.state import CLIENT, METRICS, SETTINGS
+from producer.openai_compat import Chunks
+from schemas.cache import Scope, entry_id, question_hash
+from schemas.messages import ChatDelta, ChatReply, ChatRequest, Tier
+
+
+async def stream_completion(request: web.Request, chat: ChatRequest, chunks: Chunks) -> web.StreamResponse:
+    """A hit, or an error before anything was sent, is answered whole; a miss is relayed delta by delta while the
+    LLM writes it. A stream that breaks after it began ends with an error event, which OpenAI's SDKs raise."""
+    events = request.app[CLIENT].stream_request(chat)
+    first = await queued(anext(events))
+    if isinstance(first, ChatReply):
+        if not first.ok:
+            raise failed(first)
+        request.app[METRICS].answered(first, chat.tenant)
+        stream = await open_stream(request, cache_headers(first))
+        for chunk in chunks.whole(first):
+            await send_event(stream, chunk)
+        return await close_stream(stream)
+    # The entry the answer will be stored as is known before the answer: it names the scope and the question.
+    scope = Scope.of(chat, request.app[SETTINGS].scope_includes_history)
+    headers = {"x-dejavu-request-id": chat.request_id, TIER_HEADER: Tier.LLM.value,
+               "x-dejavu-entry": entry_id(scope, question_hash(chat.question))}  # fmt: skip
+    stream = await open_stream(request, headers)
+    await send_event(stream, chunks.start())
+    await send_event(stream, chunks.delta(first))
+    try:
+        async for event in events:
+            if isinstance(event, ChatDelta):
+                await send_event(stream, chunks.delta(event))
+            elif event.ok:
+                request.app[METRICS].answered(event, chat.tenant)
+                for chunk in chunks.end(event):
+                    await send_event(stream, chunk)
+            else:
+                await send_event(stream, failed(event).payload())
+    except GatewayError as exc:
+        await send_event(stream, exc.payload())
+    except (ReplyTimeout, RedisError, OSError, OperationalError) as exc:
+        await send_event(stream, GatewayError(504, "timeout", f"the stream broke off: {exc}").payload())
+    return await close_stream(stream)
+
+
+async def open_stream(request: web.Request, headers: dict[str, str]) -> web.StreamResponse:
+    stream = web.StreamResponse(headers={**headers, "Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+    await stream.prepare(request)
+    return stream
+
+
+async def send_event(stream: web.StreamResponse, data: dict[str, Any]) -> None:
+    await stream.write(f"data: {json.dumps(data)}\n\n".encode())
+
+
+async def close_stream(stream: web.StreamResponse) -> web.StreamResponse:
+    await stream.write(b"data: [DONE]\n\n")
+    await stream.write_eof()
+    return stream
