@@ -76,7 +76,8 @@ def timeout_message(
     if workers is None:
         who = "the worker ping could not be sent"
     elif workers:
-        who = f"{len(workers)} worker(s) answer a ping ({', '.join(workers)}), so they are busy or slow"
+        # Their host names stay out: this text can reach a caller (`.workers` has them).
+        who = f"{len(workers)} worker(s) answer a ping, so they are busy or slow"
     else:
         who = "no worker answers a ping: start one (celery -A worker.app worker)"
     return f"no reply to request {request_id} within {timeout:.2f}s; the {queue} queue holds {depth}; {who}"

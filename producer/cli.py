@@ -24,6 +24,7 @@ from redis.exceptions import RedisError
 from producer import report
 from producer.base import ForgetCall, Overloaded, ReplyTimeout
 from producer.client import Client
+from producer.errors import exit_code
 from producer.settings import get_settings
 from schemas.cli import EPILOG, EXIT_ERROR_REPLY, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE, Command, fail
 from schemas.messages import ChatReply, ForgetReply
@@ -100,7 +101,7 @@ def run_ask(args: argparse.Namespace) -> int:
     if reply.error is not None:
         if not args.json:
             print(f"error {reply.error.code}: {reply.error.message}", file=sys.stderr)
-        return EXIT_ERROR_REPLY
+        return exit_code(reply.error)
     return EXIT_OK
 
 

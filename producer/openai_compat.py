@@ -61,12 +61,15 @@ def completion_id(request_id: str) -> str:
 
 
 def _message_of(reply: ChatReply) -> dict[str, Any]:
-    message: dict[str, Any] = {
-        "role": "assistant",
-        "content": (reply.answer or None) if reply.tool_calls else reply.answer,
-    }
+    # Content is null beside tool calls, a refusal or audio when there is no text, as OpenAI sends it.
+    besides = reply.tool_calls or reply.refusal is not None or reply.audio is not None
+    message: dict[str, Any] = {"role": "assistant", "content": (reply.answer or None) if besides else reply.answer}
     if reply.tool_calls:
         message["tool_calls"] = [call.model_dump() for call in reply.tool_calls]
+    if reply.refusal is not None:
+        message["refusal"] = reply.refusal
+    if reply.audio is not None:
+        message["audio"] = reply.audio
     return message
 
 

@@ -110,6 +110,9 @@ class AnswerMeta(BaseModel):
     finish_reason: FinishReason = "stop"
     usage: Usage | None = None
     created_at: float | None = None
+    # A refusal or audio answer (content null): relayed, never stored.
+    refusal: str | None = None
+    audio: dict[str, Any] | None = None
 
     def younger_than(self, max_age_s: int | None, now: float) -> bool:
         return max_age_s is None or (self.created_at is not None and now - self.created_at <= max_age_s)

@@ -332,6 +332,20 @@ class ErrorCode(StrEnum):
     LLM_TIMEOUT = "llm_timeout"  # the LLM did not answer in time
     OVERLOADED = "overloaded"  # the lookup queue is too deep; retry after a moment
     INTERNAL = "internal"  # a bug or an unexpected failure in the worker
+    LLM_REJECTED = "llm_rejected"  # the LLM refused the request (4xx): `upstream` says why; fix the request
+    LLM_RATE_LIMITED = "llm_rate_limited"  # the LLM's rate limit, after the worker's retries; retry after a while
+    UPSTREAM_AUTH = "upstream_auth"  # the LLM refused the operator's credentials (401/403)
+
+
+class UpstreamError(BaseModel):
+    """The LLM provider's own error, for what the caller can fix (a 4xx): as the provider gave it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    status: int = Field(ge=400, le=599)
+    type: str | None = None
+    code: str | None = None
+    param: str | None = None
 
 
 class ReplyError(BaseModel):
@@ -340,6 +354,10 @@ class ReplyError(BaseModel):
     code: ErrorCode
     message: str
     retryable: bool = False
+    # llm_rejected, llm_rate_limited: the provider's status, type, code and param.
+    upstream: UpstreamError | None = None
+    # llm_rate_limited: how long the provider asked to wait.
+    retry_after_s: float | None = Field(default=None, ge=0)
 
 
 class Usage(BaseModel):
@@ -378,6 +396,9 @@ class ChatReply(BaseModel):
     usage: Usage | None = None
     # On a hit: what the answer cost when the LLM made it, so what serving it from the cache saved.
     saved: Usage | None = None
+    # The LLM's refusal text or audio output, relayed as it sent them (`answer` is then null); never cached.
+    refusal: str | None = None
+    audio: dict[str, Any] | None = None
 
     @property
     def ok(self) -> bool:
@@ -388,7 +409,7 @@ class ChatReply(BaseModel):
         if version >= SCHEMA_VERSION:
             return self
         return self.model_copy(update={"version": 1, "tool_calls": None, "finish_reason": None, "usage": None,
-                                       "saved": None})  # fmt: skip
+                                       "saved": None, "refusal": None, "audio": None})  # fmt: skip
 
 
 class ChatDelta(BaseModel):

@@ -35,6 +35,7 @@ from schemas.messages import (
 )
 from worker import guards
 from worker.errors import REDIS_DOWN, UNREACHABLE, DeadlineExceeded, ReplyableError
+from worker.llm import cacheable
 from worker.refusal import GUARD, NOT_SIMILAR, VERIFIER, decide
 from worker.runtime import Runtime
 from worker.tiers import Candidate
@@ -195,9 +196,14 @@ async def complete(raw: str, rt: Runtime) -> WritebackJob | None:
     reply = ChatReply(
         request_id=request.request_id, answer=answer.answer, tier=tier, entry_id=eid, timings_ms=timings,
         tool_calls=answer.meta.tool_calls, finish_reason=answer.meta.finish_reason, usage=usage,
-        saved=None if led else answer.meta.usage,
+        saved=None if led else answer.meta.usage, refusal=answer.meta.refusal, audio=answer.meta.audio,
     )  # fmt: skip
+    if answer.meta.refusal is not None or answer.meta.audio is not None:
+        reply.answer = answer.answer or None  # content null, as the LLM sent it
     await rt.replies.answer(request, reply)
+    if led and not cacheable(answer):  # cut short, a refusal, broken tool arguments: nobody gets it again
+        await rt.coalescer.withdraw(eid)
+        return None
     if not led or request.cache.no_store:  # the leader stores the entry, unless its caller said not to
         return None
     vector = np.frombuffer(job.vector, dtype=np.float32)
@@ -207,7 +213,8 @@ async def complete(raw: str, rt: Runtime) -> WritebackJob | None:
 def _internal(request: ChatRequest, exc: Exception) -> ChatReply:
     """The last resort: a request is never left without a reply, even when the worker has a bug."""
     log.exception("request %s failed unexpectedly", request.request_id)
-    error = ReplyError(code=ErrorCode.INTERNAL, message=f"internal error: {exc!r}", retryable=True)
+    message = f"internal error; the worker log has the details under request id {request.request_id}"
+    error = ReplyError(code=ErrorCode.INTERNAL, message=message, retryable=True)
     return ChatReply(request_id=request.request_id, error=error)
 
 

@@ -6,6 +6,7 @@ import argparse
 import logging
 import re
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import uvloop
@@ -15,10 +16,10 @@ from producer import gateway
 from producer.aclient import AsyncClient
 from producer.gateway.auth import KEYS, ApiKeys
 from producer.gateway.errors import GatewayError
-from producer.gateway.headers import TIER_HEADER
+from producer.gateway.headers import REQUEST_ID_HEADER, TIER_HEADER
 from producer.gateway.health import healthz, metrics
 from producer.gateway.routes import ask, chat_completions, feedback
-from producer.gateway.state import CLIENT, METRICS, SETTINGS
+from producer.gateway.state import CLIENT, METRICS, REQUEST_ID, SETTINGS
 from producer.metrics import GatewayMetrics
 from producer.settings import ProducerSettings, get_settings
 from schemas import messages
@@ -32,8 +33,10 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 @web.middleware
 async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Turns every failure into an OpenAI-style JSON error and records the request in the metrics."""
-    m = request.app[METRICS]
+    """Turns every failure into an OpenAI-style JSON error and records the request in the metrics. Every response
+    carries the request id (x-request-id); the log has what went wrong under it, the caller a message alone."""
+    m, rid = request.app[METRICS], uuid.uuid4().hex
+    request[REQUEST_ID] = rid
     resource = request.match_info.route.resource
     endpoint = resource.canonical if resource is not None else "unmatched"
     m.requests.labels(endpoint).inc()
@@ -44,16 +47,20 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     except GatewayError as exc:
         response, outcome = exc.response(), "error"
         m.errors.labels(exc.code).inc()
+        if exc.status >= 500 or exc.detail is not None:
+            log.warning("request %s: %d %s: %s", rid, exc.status, exc.code, exc.detail or exc.message)
     except web.HTTPException as exc:  # aiohttp's own: 404, 405, 413 while reading
         code = exc.reason.lower().replace(" ", "_")
         response = GatewayError(exc.status, code, exc.text or exc.reason).response()
         outcome = "error"
         m.errors.labels(code).inc()
     except Exception:
-        log.exception("unexpected error on %s %s", request.method, request.path)
+        log.exception("request %s: unexpected error on %s %s", rid, request.method, request.path)
         response, outcome = GatewayError(500, "internal", "internal gateway error").response(), "error"
         m.errors.labels("internal").inc()
     m.latency.labels(endpoint, outcome).observe(time.perf_counter() - start)
+    if not response.prepared:  # a stream sent its headers already, with the id
+        response.headers[REQUEST_ID_HEADER] = rid
     return response
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from schemas.messages import ChatReply
 
+# On every response, errors included: the id the gateway's and the workers' logs name the request by.
+REQUEST_ID_HEADER = "x-request-id"
 TIER_HEADER = "x-dejavu-tier"
 # On a hit: the tokens the LLM spent on the answer when it made it, which serving it from the cache saved.
 SAVED_HEADER = "x-dejavu-saved-tokens"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 from aiohttp import web
@@ -10,12 +11,14 @@ from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
 
 from producer.base import ReplyTimeout
-from producer.gateway.errors import GatewayError, failed, queued
-from producer.gateway.headers import TIER_HEADER, cache_headers
-from producer.gateway.state import CLIENT, METRICS, SETTINGS
+from producer.gateway.errors import TIMED_OUT, GatewayError, failed, queued
+from producer.gateway.headers import REQUEST_ID_HEADER, TIER_HEADER, cache_headers
+from producer.gateway.state import CLIENT, METRICS, REQUEST_ID, SETTINGS
 from producer.openai_compat import Chunks
 from schemas.cache import Scope, entry_id, question_hash
 from schemas.messages import ChatDelta, ChatReply, ChatRequest, Tier
+
+log = logging.getLogger(__name__)
 
 
 async def stream_completion(request: web.Request, chat: ChatRequest, chunks: Chunks) -> web.StreamResponse:
@@ -51,12 +54,15 @@ async def stream_completion(request: web.Request, chat: ChatRequest, chunks: Chu
     except GatewayError as exc:
         await send_event(stream, exc.payload())
     except (ReplyTimeout, RedisError, OSError, OperationalError) as exc:
-        await send_event(stream, GatewayError(504, "timeout", f"the stream broke off: {exc}").payload())
+        log.warning("request %s: the stream broke off: %r", chat.request_id, exc)
+        await send_event(stream, GatewayError(504, "timeout", TIMED_OUT).payload())
     return await close_stream(stream)
 
 
 async def open_stream(request: web.Request, headers: dict[str, str]) -> web.StreamResponse:
-    stream = web.StreamResponse(headers={**headers, "Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+    headers = {**headers, REQUEST_ID_HEADER: request[REQUEST_ID], "Content-Type": "text/event-stream",
+               "Cache-Control": "no-cache"}  # fmt: skip
+    stream = web.StreamResponse(headers=headers)
     await stream.prepare(request)
     return stream
 

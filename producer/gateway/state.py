@@ -12,3 +12,5 @@ from producer.settings import ProducerSettings
 SETTINGS = web.AppKey("settings", ProducerSettings)
 CLIENT = web.AppKey("client", AsyncClient)
 METRICS = web.AppKey("metrics", GatewayMetrics)
+# Per request: its id, made by the middleware; the ChatRequest takes it too, so the worker logs name it.
+REQUEST_ID = web.RequestKey("request_id", str)

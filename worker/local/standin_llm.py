@@ -39,7 +39,8 @@ Markers in the question inject faults: `[[standin:status=500]]` answers that HTT
 `[[standin:sleep=5]]` makes the first token wait 5 s, `[[standin:malformed]]` answers a body (or a stream chunk)
 that is no chat completion, `[[standin:drop-after=3]]` closes the connection after 3 tokens of a stream (without
 [DONE] nor the end of the chunked body; not streamed: instead of the answer), `[[standin:hold-after=2]]` pauses
-a stream after 2 tokens until POST /standin/release.
+a stream after 2 tokens until POST /standin/release, and (not streamed) `[[standin:as=refusal]]`,
+`as=bad_args` (a tool call whose arguments are not JSON), `as=length` or `as=content_filter` shape the answer.
 
 For tests: `GET /standin/calls?q=TEXT` tells how many times a question was asked (tests count LLM calls);
 `GET /standin/concurrency` the calls in flight and the most seen at once since the last read;
@@ -468,9 +469,23 @@ async def _answer(request: web.Request, ask: Ask) -> web.StreamResponse:
         return web.Response()  # never sent: the connection is closed
     return web.json_response({
         "id": _completion_id(), "object": "chat.completion", "created": int(time.time()), "model": ask.body["model"],
-        "choices": [{"index": 0, "message": reply.message(), "logprobs": None, "finish_reason": reply.finish_reason}],
+        "choices": [{"index": 0, **_shaped(faults.get("as"), reply)}],
         "usage": reply.usage(), "service_tier": "default", "system_fingerprint": FINGERPRINT,
     })  # fmt: skip
+
+
+def _shaped(shape: str | None, reply: Reply) -> dict[str, Any]:
+    """A choice's message and finish_reason; `[[standin:as=...]]` makes it a refusal, a tool call whose arguments
+    are not JSON, or an answer cut short (length, content_filter)."""
+    message, finish = reply.message(), reply.finish_reason
+    if shape == "refusal":
+        message, finish = {**message, "content": None, "refusal": "I can't help with that."}, "stop"
+    elif shape == "bad_args":
+        call = {"id": "call_bad", "type": "function", "function": {"name": "lookup", "arguments": "{not json"}}
+        message, finish = {**message, "content": None, "tool_calls": [call]}, "tool_calls"
+    elif shape is not None:
+        finish = shape
+    return {"message": message, "logprobs": None, "finish_reason": finish}
 
 
 def _completion_id() -> str:
