@@ -69,24 +69,38 @@ class ChatMessage(BaseModel):
     # Tool messages only: the call this is the result of.
     tool_call_id: str | None = Field(default=None, min_length=1, max_length=128)
     name: str | None = Field(default=None, max_length=64)
+    # Assistant messages only, as an earlier answer came: its refusal, its audio ({"id": ...}), a legacy
+    # function_call. Forwarded, and part of the history.
+    refusal: str | None = None
+    audio: dict[str, Any] | None = None
+    function_call: dict[str, Any] | None = None
 
     @model_validator(mode="after")
     def _fits_its_role(self) -> ChatMessage:
         if self.tool_calls is not None and self.role != "assistant":
             raise ValueError(f"only assistant messages carry tool_calls, not {self.role!r} ones")
+        answered = self._answered_by()
+        if answered and self.role != "assistant":
+            raise ValueError(f"only assistant messages carry {', '.join(answered)}, not {self.role!r} ones")
         if (self.tool_call_id is not None) != (self.role == "tool"):
             raise ValueError("a tool message needs the tool_call_id of the call it answers, and only it has one")
-        if self.content is None and not (self.role == "assistant" and self.tool_calls):
+        if self.content is None and not (self.role == "assistant" and (self.tool_calls or answered)):
             raise ValueError(f"a {self.role} message needs content (only an assistant's tool calls come without)")
         return self
+
+    def _answered_by(self) -> dict[str, Any]:
+        return {k: v for k, v in (("refusal", self.refusal), ("audio", self.audio),
+                                  ("function_call", self.function_call)) if v is not None}  # fmt: skip
 
     def history_text(self) -> str:
         """How this message enters the scope's context hash (text-only messages: as in version 1)."""
         text = f"{self.role}:{self.content}"
-        if self.tool_calls is None and self.tool_call_id is None:
+        answered = self._answered_by()
+        if self.tool_calls is None and self.tool_call_id is None and not answered:
             return text
         calls = [c.model_dump() for c in self.tool_calls or ()]
-        return f"{text}|{json.dumps([calls, self.tool_call_id], sort_keys=True, separators=(',', ':'))}"
+        parts: list[Any] = [calls, self.tool_call_id, *([answered] if answered else [])]
+        return f"{text}|{json.dumps(parts, sort_keys=True, separators=(',', ':'))}"
 
 
 class FunctionDef(BaseModel):
@@ -176,7 +190,8 @@ UNSUPPORTED: Final = {
 
 class ChatRequest(BaseModel):
     """One chat request; the question is the content of the last user message. After it may only come the
-    assistant's tool calls and the tools' results (a function-calling turn)."""
+    assistant's messages (tool calls, or a start of the answer) and the tools' results (a function-calling turn);
+    they are part of the scope."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -226,10 +241,8 @@ class ChatRequest(BaseModel):
             raise ValueError("the messages hold no user message: the last user message is the question")
         last = messages[users[-1]]
         after = messages[users[-1] + 1 :]
-        if any(m.role not in ("assistant", "tool") or (m.role == "assistant" and not m.tool_calls) for m in after):
-            raise ValueError("after the last user message only assistant tool calls and tool results may follow")
-        if after and after[-1].role != "tool":
-            raise ValueError("the last message must be a user message or a tool result (role 'tool')")
+        if any(m.role not in ("assistant", "tool") for m in after):
+            raise ValueError("after the last user message only assistant messages and tool results may follow")
         _check_tool_results(messages)
         assert last.content is not None  # a user message always has content
         if not last.content.strip():

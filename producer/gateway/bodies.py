@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from producer.gateway.errors import GatewayError
 from producer.gateway.state import SETTINGS
+from producer.openai_compat import OpenAIRejects
 from schemas.messages import ENTRY_ID_PATTERN, MAX_REASON_CHARS, CacheControl, ChatMessage, ErrorCode
 
 # The OpenAI endpoint's body has no deadline field: callers set one with a header (seconds, or Unix time).
@@ -90,6 +91,8 @@ def guarded(make: Callable[[], T]) -> T:
     """A body conversion that raises ValueError for what the cache cannot honour, as a 400."""
     try:
         return make()
+    except OpenAIRejects as exc:
+        raise GatewayError(400, "invalid_request", str(exc), param=exc.param) from None
     except ValueError as exc:
         raise GatewayError(400, "invalid_request", str(exc)) from None
 

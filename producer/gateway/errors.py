@@ -25,13 +25,13 @@ class GatewayError(Exception):
 
     def __init__(
         self, status: int, code: str, message: str, *, body: str | None = None, headers: dict[str, str] | None = None,
-        error: dict[str, Any] | None = None, detail: str | None = None,
+        error: dict[str, Any] | None = None, detail: str | None = None, param: str | None = None,
     ) -> None:  # fmt: skip
         super().__init__(message)
         self.status, self.code, self.message, self.body, self.headers = status, code, message, body, headers
         # For the log only (under the request id): what the caller must not see.
         self.detail = detail
-        self.error = error or {"message": message, "type": error_type(status), "param": None, "code": code}
+        self.error = error or {"message": message, "type": error_type(status), "param": param, "code": code}
 
     def payload(self) -> dict[str, Any]:
         return {"error": self.error}

@@ -24,7 +24,7 @@ from producer.gateway.errors import GatewayError, failed, queued
 from producer.gateway.headers import cache_headers
 from producer.gateway.sse import stream_completion
 from producer.gateway.state import CLIENT, METRICS, REQUEST_ID
-from producer.openai_compat import Chunks, CompletionBody, completion
+from producer.openai_compat import Chunks, CompletionBody, check_params, completion
 from schemas.messages import ChatReply, ChatRequest
 
 
@@ -52,7 +52,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     client = request.app[CLIENT]
     chat = build(
         client, tenant, messages=guarded(body.chat_messages), model=body.model, timeout=timeout, deadline=deadline,
-        params=body.params(), stream=body.stream, cache=cache_control(request), request_id=request[REQUEST_ID],
+        params=guarded(body.params), stream=body.stream, cache=cache_control(request), request_id=request[REQUEST_ID],
     )  # fmt: skip
     if not body.stream:
         reply = await answer(request, chat)
@@ -65,6 +65,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 async def ask(request: web.Request) -> web.Response:
     tenant = tenant_of(request)
     body = parse(AskBody, await read_json(request))
+    guarded(lambda: check_params(body.params or {}))
     fields = body.model_dump(exclude_none=True, exclude={"question", "messages"})
     chat = build(request.app[CLIENT], tenant, question=body.question, messages=body.messages,
                  request_id=request[REQUEST_ID], **fields)  # fmt: skip

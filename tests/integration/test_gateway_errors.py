@@ -168,3 +168,25 @@ def test_no_response_carries_anything_internal(stack: LocalStack, gateway: Gatew
              if word in raw.decode(errors="replace") or any(word in v for v in headers.values())]  # fmt: skip
     assert leaks == []
     assert all(status >= 400 and headers.get("x-request-id") for _, status, headers, _ in seen)
+
+
+def test_what_openai_rejects_is_refused_before_it_is_enqueued(stack: LocalStack, gateway: Gateway) -> None:
+    question = f"What is gout {uuid.uuid4().hex}?"
+    for extra, param in [({"tools": []}, "tools"), ({"tool_choice": "auto"}, "tool_choice"), ({"stop": ""}, "stop")]:
+        status, headers, raw = post(gateway, "/v1/chat/completions", {**chat(question), **extra}, gateway.key_a)
+        assert status == 400 and json.loads(raw)["error"]["param"] == param and headers.get("x-request-id")
+    status, _, _ = post(gateway, "/v1/ask", {"question": question, "params": {"tools": []}}, gateway.key_a)
+    assert status == 400
+    assert llm_calls(stack, question) == 0
+
+
+def test_a_history_as_openai_accepts_it_is_answered(gateway: Gateway) -> None:
+    body = {"model": "standin-1", "stream": None, "stream_options": None, "messages": [
+        {"role": "user", "content": "Hi?"},
+        {"role": "assistant", "content": None, "refusal": "No.", "annotations": []},
+        {"role": "assistant", "content": [{"type": "refusal", "refusal": "Still no."}]},
+        {"role": "user", "content": f"What is gout {uuid.uuid4().hex}?"},
+        {"role": "assistant", "content": "Gout is"},
+    ]}  # fmt: skip
+    status, _, raw = post(gateway, "/v1/chat/completions", body, gateway.key_a)
+    assert status == 200 and json.loads(raw)["choices"][0]["message"]["content"], raw
