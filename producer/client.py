@@ -52,7 +52,10 @@ class Client(RequestBuilder):
 
     def send(self, request: ChatRequest) -> str:
         """Enqueue a validated request; returns its id."""
-        result = self._enqueue(keys=[LOOKUP_QUEUE], args=[self.settings.max_queue_depth, lookup_message(request)])
+        result = self._enqueue(
+            keys=[LOOKUP_QUEUE],
+            args=[self.settings.max_queue_depth, lookup_message(request), self.settings.max_queue_bytes],
+        )
         check_enqueued(int(result), self.settings)
         return request.request_id
 

@@ -25,6 +25,7 @@ STATUS_BY_CODE: dict[ErrorCode, int] = {
     ErrorCode.UPSTREAM_AUTH: 502,
     ErrorCode.LLM_TIMEOUT: 504,
     ErrorCode.INTERNAL: 500,
+    ErrorCode.NOT_CACHED: 504,  # as HTTP answers only-if-cached
 }
 RELAYED_STATUSES = frozenset({400, 404, 413, 422})
 # What a caller waits after a 429 whose provider named no time.
@@ -45,6 +46,8 @@ def error_type(status: int) -> str:
     """OpenAI's `error.type` for a status, when the provider did not give one."""
     if status == 401:
         return "authentication_error"
+    if status == 403:
+        return "permission_error"
     if status == 404:
         return "not_found_error"
     if status == 429:

@@ -168,6 +168,8 @@ class CacheControl(BaseModel):
     no_store: bool = False
     # Serve only entries stored at most this many seconds ago.
     max_age_s: int | None = Field(default=None, ge=0)
+    # Serve only from the cache: a miss is answered `not_cached`, never asked of the LLM (HTTP's only-if-cached).
+    only_if_cached: bool = False
 
 
 # The OpenAI generation fields a request may carry; with `extra`, they shape the answer, so they are part of the
@@ -348,6 +350,7 @@ class ErrorCode(StrEnum):
     LLM_REJECTED = "llm_rejected"  # the LLM refused the request (4xx): `upstream` says why; fix the request
     LLM_RATE_LIMITED = "llm_rate_limited"  # the LLM's rate limit, after the worker's retries; retry after a while
     UPSTREAM_AUTH = "upstream_auth"  # the LLM refused the operator's credentials (401/403)
+    NOT_CACHED = "not_cached"  # only-if-cached, and no tier had an answer
 
 
 class UpstreamError(BaseModel):

@@ -34,7 +34,7 @@ from schemas.messages import (
     Usage,
 )
 from worker import guards
-from worker.errors import REDIS_DOWN, UNREACHABLE, DeadlineExceeded, ReplyableError
+from worker.errors import REDIS_DOWN, UNREACHABLE, DeadlineExceeded, NotCached, ReplyableError
 from worker.llm import cacheable
 from worker.refusal import GUARD, NOT_SIMILAR, VERIFIER, decide
 from worker.runtime import Runtime
@@ -143,6 +143,8 @@ async def lookup(request: ChatRequest, rt: Runtime) -> tuple[ChatReply, Writebac
 
 
 def _miss(request: ChatRequest, vector: npt.NDArray[np.float32], clock: Stopwatch, rt: Runtime) -> MissJob:
+    if request.cache.only_if_cached:  # no-cache too: a contradiction, answered the same way
+        raise NotCached("no cached answer, and the request asked for a cached one only (only-if-cached)")
     # With the worker's context: the deadline may pass during the lookup, and the LLM task answers that.
     miss = {"request": request, "vector": vector.astype(np.float32).tobytes(), "timings_ms": clock.laps}
     return MissJob.model_validate(miss, context=_context(rt))

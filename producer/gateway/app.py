@@ -21,7 +21,7 @@ from producer.gateway.health import healthz, metrics
 from producer.gateway.routes import ask, chat_completions, feedback
 from producer.gateway.state import CLIENT, METRICS, REQUEST_ID, SETTINGS
 from producer.metrics import GatewayMetrics
-from producer.settings import ProducerSettings, get_settings
+from producer.settings import ProducerSettings, get_settings, tenant_keys
 from schemas import messages
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ async def _client(app: web.Application) -> AsyncIterator[None]:
 
 def make_app(settings: ProducerSettings | None = None) -> web.Application:
     settings = settings or get_settings()
-    bad = [tenant for tenant in settings.gateway_api_keys.values() if not TENANT_PATTERN.match(tenant)]
+    bad = [t for t in settings.gateway_api_keys.values() if isinstance(t, str) and not TENANT_PATTERN.match(t)]
     if bad:
         raise ValueError(f"DEJAVU_GATEWAY_API_KEYS maps keys to invalid tenant names {bad}: use [A-Za-z0-9_.-]{{1,64}}")
     if not settings.gateway_api_keys:
@@ -81,7 +81,7 @@ def make_app(settings: ProducerSettings | None = None) -> web.Application:
     app = web.Application(client_max_size=settings.gateway_max_body_bytes, middlewares=[observe])
     app[SETTINGS] = settings
     metrics_key = settings.metrics_key.get_secret_value() if settings.metrics_key is not None else None
-    app[KEYS] = ApiKeys(settings.gateway_api_keys, metrics_key)
+    app[KEYS] = ApiKeys(tenant_keys(settings), metrics_key)
     app[METRICS] = GatewayMetrics()
     app.cleanup_ctx.append(_client)
     app.router.add_post("/v1/chat/completions", chat_completions)

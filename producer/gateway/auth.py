@@ -8,17 +8,18 @@ import hmac
 from aiohttp import web
 
 from producer.gateway.errors import GatewayError
+from producer.settings import TenantKey
 
 
 class ApiKeys:
     """API keys kept only as SHA-256 digests, and looked up in constant time: every stored digest is compared,
     with hmac.compare_digest, whatever the presented key."""
 
-    def __init__(self, tenants: dict[str, str], metrics_key: str | None) -> None:
+    def __init__(self, tenants: dict[str, TenantKey], metrics_key: str | None) -> None:
         self._tenants = [(_digest(key), tenant) for key, tenant in tenants.items()]
         self._metrics = None if metrics_key is None else _digest(metrics_key)
 
-    def tenant(self, key: str) -> str | None:
+    def tenant(self, key: str) -> TenantKey | None:
         presented, found = _digest(key), None
         for digest, tenant in self._tenants:
             if hmac.compare_digest(presented, digest):
@@ -44,7 +45,8 @@ def bearer(request: web.Request) -> str | None:
     return key.strip() if scheme.lower() == "bearer" and key.strip() else None
 
 
-def tenant_of(request: web.Request) -> str:
+def tenant_of(request: web.Request) -> TenantKey:
+    """The tenant the request's API key names, with its limits; 401 without a known key."""
     key = bearer(request)
     if key is None:
         raise GatewayError(401, "missing_api_key", "send an API key as 'Authorization: Bearer <key>'",

@@ -116,11 +116,12 @@ def header_deadline(request: web.Request) -> tuple[float | None, float | None]:
 
 
 def cache_control(request: web.Request) -> CacheControl:
-    """The Cache-Control request header's no-cache, no-store and max-age=N; other directives are ignored."""
+    """The Cache-Control request header's no-cache, no-store, only-if-cached and max-age=N; other directives are
+    ignored."""
     fields: dict[str, Any] = {}
     for directive in request.headers.get("Cache-Control", "").lower().split(","):
         name, _, value = directive.strip().partition("=")
-        if name in ("no-cache", "no-store"):
+        if name in ("no-cache", "no-store", "only-if-cached"):
             fields[name.replace("-", "_")] = True
         elif name == "max-age":
             if not value.strip().isdigit():

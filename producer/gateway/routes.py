@@ -22,9 +22,11 @@ from producer.gateway.bodies import (
 )
 from producer.gateway.errors import GatewayError, failed, queued
 from producer.gateway.headers import cache_headers
+from producer.gateway.limits import admitted, served
 from producer.gateway.sse import stream_completion
-from producer.gateway.state import CLIENT, METRICS, REQUEST_ID
+from producer.gateway.state import CLIENT, REQUEST_ID
 from producer.openai_compat import Chunks, CompletionBody, check_params, completion
+from producer.settings import TenantKey
 from schemas.messages import ChatReply, ChatRequest
 
 
@@ -38,38 +40,41 @@ def build(client: AsyncClient, tenant: str, **fields: Any) -> ChatRequest:
         raise GatewayError(400, "invalid_request", str(exc)) from None
 
 
-async def answer(request: web.Request, chat: ChatRequest) -> ChatReply:
-    reply = await queued(request.app[CLIENT].ask_request(chat))
+async def answer(request: web.Request, key: TenantKey, chat: ChatRequest) -> ChatReply:
+    async with admitted(request, key, chat) as admission:
+        reply = await queued(request.app[CLIENT].ask_request(admission.chat))
+    admission.check(reply)
     if reply.ok:
-        request.app[METRICS].answered(reply, chat.tenant)
+        await served(request, chat, reply)
     return reply
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
-    tenant = tenant_of(request)
+    key = tenant_of(request)
     body = parse(CompletionBody, await read_json(request))
     timeout, deadline = header_deadline(request)
     client = request.app[CLIENT]
     chat = build(
-        client, tenant, messages=guarded(body.chat_messages), model=body.model, timeout=timeout, deadline=deadline,
+        client, key.tenant, messages=guarded(body.chat_messages), model=body.model, timeout=timeout, deadline=deadline,
         params=guarded(body.params), stream=body.stream, cache=cache_control(request), request_id=request[REQUEST_ID],
     )  # fmt: skip
     if not body.stream:
-        reply = await answer(request, chat)
+        reply = await answer(request, key, chat)
         if not reply.ok:
             raise failed(reply)
         return web.json_response(completion(chat, reply), headers=cache_headers(reply))
-    return await stream_completion(request, chat, Chunks(chat, body.include_usage))
+    async with admitted(request, key, chat) as admission:
+        return await stream_completion(request, admission, Chunks(chat, body.include_usage))
 
 
 async def ask(request: web.Request) -> web.Response:
-    tenant = tenant_of(request)
+    key = tenant_of(request)
     body = parse(AskBody, await read_json(request))
     guarded(lambda: check_params(body.params or {}))
     fields = body.model_dump(exclude_none=True, exclude={"question", "messages"})
-    chat = build(request.app[CLIENT], tenant, question=body.question, messages=body.messages,
+    chat = build(request.app[CLIENT], key.tenant, question=body.question, messages=body.messages,
                  request_id=request[REQUEST_ID], **fields)  # fmt: skip
-    reply = await answer(request, chat)
+    reply = await answer(request, key, chat)
     payload = reply.model_dump_json()
     if not reply.ok:
         raise failed(reply, body=payload)
@@ -77,7 +82,7 @@ async def ask(request: web.Request) -> web.Response:
 
 
 async def feedback(request: web.Request) -> web.Response:
-    tenant = tenant_of(request)
+    tenant = tenant_of(request).tenant
     body = parse(FeedbackBody, await read_json(request))
     client = request.app[CLIENT]
     call = client.feedback_call(body.entry_id, reason=body.reason, answer=body.answer, tenant=tenant)

@@ -13,23 +13,27 @@ from redis.exceptions import RedisError
 from producer.base import ReplyTimeout
 from producer.gateway.errors import TIMED_OUT, GatewayError, failed, queued
 from producer.gateway.headers import REQUEST_ID_HEADER, TIER_HEADER, cache_headers
-from producer.gateway.state import CLIENT, METRICS, REQUEST_ID, SETTINGS
+from producer.gateway.limits import Admission, served
+from producer.gateway.state import CLIENT, REQUEST_ID, SETTINGS
 from producer.openai_compat import Chunks
 from schemas.cache import Scope, entry_id, question_hash
-from schemas.messages import ChatDelta, ChatReply, ChatRequest, Tier
+from schemas.messages import ChatDelta, ChatReply, Tier
 
 log = logging.getLogger(__name__)
 
 
-async def stream_completion(request: web.Request, chat: ChatRequest, chunks: Chunks) -> web.StreamResponse:
-    """A hit, or an error before anything was sent, is answered whole; a miss is relayed delta by delta while the
-    LLM writes it. A stream that breaks after it began ends with an error event, which OpenAI's SDKs raise."""
+async def stream_completion(request: web.Request, admission: Admission, chunks: Chunks) -> web.StreamResponse:
+    """A hit, or an error before anything was sent, is answered whole, with the status an unstreamed request gets;
+    a miss is relayed delta by delta while the LLM writes it. A stream that breaks after it began ends with an
+    error event, which OpenAI's SDKs raise."""
+    chat = admission.chat
     events = request.app[CLIENT].stream_request(chat)
     first = await queued(anext(events))
     if isinstance(first, ChatReply):
+        admission.check(first)
         if not first.ok:
             raise failed(first)
-        request.app[METRICS].answered(first, chat.tenant)
+        await served(request, chat, first)
         stream = await open_stream(request, cache_headers(first))
         for chunk in chunks.whole(first):
             await send_event(stream, chunk)
@@ -46,7 +50,7 @@ async def stream_completion(request: web.Request, chat: ChatRequest, chunks: Chu
             if isinstance(event, ChatDelta):
                 await send_event(stream, chunks.delta(event))
             elif event.ok:
-                request.app[METRICS].answered(event, chat.tenant)
+                await served(request, chat, event)
                 for chunk in chunks.end(event):
                     await send_event(stream, chunk)
             else:

@@ -1,4 +1,4 @@
-"""The producer's Redis Lua script, kept as a file beside this one."""
+"""The producer's Redis Lua scripts, kept as files beside this one."""
 
 from __future__ import annotations
 
@@ -6,3 +6,5 @@ from pathlib import Path
 
 # LPUSH a task message unless the queue is already at its limit (answers the new depth, or minus the depth).
 ENQUEUE_BOUNDED = (Path(__file__).parent / "enqueue_bounded.lua").read_text(encoding="utf-8")
+# Admit a request under its tenant's limits, counting it in flight (producer.gateway.limits).
+TENANT_ADMIT = (Path(__file__).parent / "tenant_admit.lua").read_text(encoding="utf-8")

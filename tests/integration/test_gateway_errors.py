@@ -103,7 +103,7 @@ def test_answers_cut_short_refused_or_with_broken_tool_arguments_are_never_cache
 # --- nothing internal in any response ---
 
 
-def _start_gateway(stack: LocalStack, gateway: Gateway, tmp: Path, **env: str) -> Iterator[str]:
+def start_gateway(stack: LocalStack, gateway: Gateway, tmp: Path, **env: str) -> Iterator[str]:
     port = free_port()
     environ = {**os.environ, **stack.env(), "DEJAVU_GATEWAY_API_KEYS": json.dumps(gateway.keys),
                "DEJAVU_METRICS_KEY": gateway.metrics_key, **env}  # fmt: skip
@@ -152,13 +152,13 @@ def test_no_response_carries_anything_internal(stack: LocalStack, gateway: Gatew
         record("malformed", gateway, "/v1/ask", {"question": f"Gout {uuid.uuid4().hex} [[standin:malformed]]"}) == 502
     )
     closed = f"redis://:{stack.secrets['REDIS_PASSWORD']}@127.0.0.1:{free_port()}/0"
-    for url in _start_gateway(stack, gateway, tmp_path, DEJAVU_REDIS_URL=closed):  # Redis down
+    for url in start_gateway(stack, gateway, tmp_path, DEJAVU_REDIS_URL=closed):  # Redis down
         assert (
             record("redis down", Gateway(url, gateway.keys, gateway.metrics_key), "/v1/ask", {"question": "x?"}) == 503
         )
     # No worker consumes this database's queues: the request waits out its deadline.
     idle = stack.redis_url.rsplit("/", 1)[0] + "/7"
-    for url in _start_gateway(stack, gateway, tmp_path, DEJAVU_REDIS_URL=idle):
+    for url in start_gateway(stack, gateway, tmp_path, DEJAVU_REDIS_URL=idle):
         g = Gateway(url, gateway.keys, gateway.metrics_key)
         assert (
             record("worker down", g, "/v1/chat/completions", chat("What is gout?"), {"x-dejavu-timeout": "0.5"}) == 504
