@@ -124,16 +124,15 @@ def main() -> None:
             stop.set()
             noisy = flooding.result()
     p99_alone, p99_loaded = alone["latency_ms"].get("p99"), loaded["latency_ms"].get("p99")
+    setup = {"quiet_rate_per_s": args.rate, "noisy_threads": args.noisy_threads, "noisy_limits": limits,
+             "llm_delay_ms": args.llm_delay_ms, "lookup_processes": args.concurrency}  # fmt: skip
     results = {
         "noisy_neighbour_p99_ratio": round(p99_loaded / p99_alone, 3) if p99_alone and p99_loaded else None,
         "quiet_errors": loaded["errors"],
         "quiet_alone": alone,
         "quiet_loaded": loaded,
         "noisy_statuses": noisy,
-        "setup": {
-            "quiet_rate_per_s": args.rate, "noisy_threads": args.noisy_threads, "noisy_limits": limits,
-            "llm_delay_ms": args.llm_delay_ms, "lookup_processes": args.concurrency,
-        },  # fmt: skip
+        "setup": setup,
         **machine(),
         "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
