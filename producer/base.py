@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import socket
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any, TypedDict, Unpack
 
 from celery import Celery
@@ -155,6 +157,23 @@ def reply_wait_s(request: ChatRequest) -> float:
     return max(0.0, request.deadline - time.time()) + REPLY_GRACE_S
 
 
+SOCKET_TIMEOUT_S = 10.0
+BLOCK_S = 5.0
+# TCP keepalive probes after 5 s idle, every 2 s, 3 of them: a silently dead peer is noticed within ~11 s.
+KEEPALIVE = (
+    {socket.TCP_KEEPIDLE: 5, socket.TCP_KEEPINTVL: 2, socket.TCP_KEEPCNT: 3} if hasattr(socket, "TCP_KEEPIDLE") else {}
+)
+
+
+def block_waits(timeout: float) -> Iterator[float]:
+    """The waits of the blocking pops that together wait `timeout` seconds, each at most BLOCK_S; then 0.0 (one
+    last non-blocking look)."""
+    end = time.monotonic() + timeout
+    while (left := end - time.monotonic()) > 0:
+        yield min(left, BLOCK_S)
+    yield 0.0
+
+
 def redis_options(settings: ProducerSettings) -> dict[str, Any]:
     """Connection options shared by the sync and async clients (each with its redis-py BlockingConnectionPool).
 
@@ -164,8 +183,11 @@ def redis_options(settings: ProducerSettings) -> dict[str, Any]:
     """
     return {
         "protocol": 2,
-        # No read timeout: replies are awaited with BLPOP, whose own timeout bounds the wait.
-        "socket_timeout": None,
+        # A connection to a Redis that vanished fails within this instead of hanging; blocking pops wait at most
+        # BLOCK_S per command (and repeat), so the read timeout never cuts a wait short.
+        "socket_timeout": SOCKET_TIMEOUT_S,
+        "socket_keepalive": True,
+        "socket_keepalive_options": KEEPALIVE,
         "socket_connect_timeout": 5,
         "max_connections": settings.client_max_connections,
         "timeout": None,  # the pool's: how long a caller waits for a free connection

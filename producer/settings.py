@@ -50,8 +50,10 @@ class ProducerSettings(CommonSettings):
     # The lookup queue's backpressure in bytes, beside DEJAVU_MAX_QUEUE_DEPTH's messages (0: no limit).
     max_queue_bytes: int = Field(default=256 * 1024 * 1024, ge=0)
     gateway_max_body_bytes: int = 1024 * 1024
-    # When set, /metrics and the detailed /healthz need `Authorization: Bearer <this key>`.
+    # /metrics and the detailed /healthz need `Authorization: Bearer <this key>`. Unset, they are refused unless the
+    # gateway listens on loopback or metrics_public is true.
     metrics_key: SecretStr | None = None
+    metrics_public: bool = False
     # `dejavu report`'s price table: {"model": {"prompt_per_1m": 2.5, "completion_per_1m": 10.0}} (producer.report).
     prices_file: Path | None = None
 

@@ -14,10 +14,10 @@ from aiohttp import web
 
 from producer import gateway
 from producer.aclient import AsyncClient
-from producer.gateway.auth import KEYS, ApiKeys
+from producer.gateway.auth import KEYS, ApiKeys, loopback
 from producer.gateway.errors import GatewayError
 from producer.gateway.headers import REQUEST_ID_HEADER, TIER_HEADER
-from producer.gateway.health import healthz, metrics
+from producer.gateway.health import CHECKS, Checks, healthz, metrics
 from producer.gateway.routes import ask, chat_completions, feedback
 from producer.gateway.state import CLIENT, METRICS, REQUEST_ID, SETTINGS
 from producer.metrics import GatewayMetrics
@@ -71,7 +71,8 @@ async def _client(app: web.Application) -> AsyncIterator[None]:
     await app[CLIENT].aclose()
 
 
-def make_app(settings: ProducerSettings | None = None) -> web.Application:
+def make_app(settings: ProducerSettings | None = None, host: str = "127.0.0.1") -> web.Application:
+    """The gateway for `settings`, to listen on `host` (which decides whether /metrics is open without a key)."""
     settings = settings or get_settings()
     bad = [t for t in settings.gateway_api_keys.values() if isinstance(t, str) and not TENANT_PATTERN.match(t)]
     if bad:
@@ -81,8 +82,11 @@ def make_app(settings: ProducerSettings | None = None) -> web.Application:
     app = web.Application(client_max_size=settings.gateway_max_body_bytes, middlewares=[observe])
     app[SETTINGS] = settings
     metrics_key = settings.metrics_key.get_secret_value() if settings.metrics_key is not None else None
-    app[KEYS] = ApiKeys(tenant_keys(settings), metrics_key)
+    app[KEYS] = ApiKeys(tenant_keys(settings), metrics_key, settings.metrics_public or loopback(host))
+    if metrics_key is None and not (settings.metrics_public or loopback(host)):
+        log.warning("DEJAVU_METRICS_KEY is unset: /metrics and the detailed /healthz are refused on %s", host)
     app[METRICS] = GatewayMetrics()
+    app[CHECKS] = Checks()
     app.cleanup_ctx.append(_client)
     app.router.add_post("/v1/chat/completions", chat_completions)
     app.router.add_post("/v1/ask", ask)
@@ -101,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     web.run_app(
-        make_app(),
+        make_app(host=args.host),
         # uvloop's event loop: the gateway is one Python process on one core, and its loop is most of the CPU
         # a request costs there.
         loop=uvloop.new_event_loop(),

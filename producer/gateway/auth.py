@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 
 from aiohttp import web
 
@@ -15,9 +16,10 @@ class ApiKeys:
     """API keys kept only as SHA-256 digests, and looked up in constant time: every stored digest is compared,
     with hmac.compare_digest, whatever the presented key."""
 
-    def __init__(self, tenants: dict[str, TenantKey], metrics_key: str | None) -> None:
+    def __init__(self, tenants: dict[str, TenantKey], metrics_key: str | None, open_without_key: bool) -> None:
         self._tenants = [(_digest(key), tenant) for key, tenant in tenants.items()]
         self._metrics = None if metrics_key is None else _digest(metrics_key)
+        self._open = open_without_key
 
     def tenant(self, key: str) -> TenantKey | None:
         presented, found = _digest(key), None
@@ -27,13 +29,24 @@ class ApiKeys:
         return found
 
     def operator(self, key: str | None) -> bool:
-        """Whether `key` opens /metrics and the detailed /healthz: any key when DEJAVU_METRICS_KEY is unset."""
+        """Whether `key` opens /metrics and the detailed /healthz. With no DEJAVU_METRICS_KEY: nobody, unless the
+        gateway listens on loopback only or DEJAVU_METRICS_PUBLIC is true."""
         if self._metrics is None:
-            return True
+            return self._open
         return key is not None and hmac.compare_digest(_digest(key), self._metrics)
 
 
 KEYS = web.AppKey("keys", ApiKeys)
+
+
+def loopback(host: str) -> bool:
+    """Whether a listening address is reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _digest(key: str) -> bytes:

@@ -3,6 +3,7 @@ the stack (hosts, ports, secrets, worker names, exception text) in any error a c
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -103,12 +104,16 @@ def test_answers_cut_short_refused_or_with_broken_tool_arguments_are_never_cache
 # --- nothing internal in any response ---
 
 
-def start_gateway(stack: LocalStack, gateway: Gateway, tmp: Path, **env: str) -> Iterator[str]:
+@contextlib.contextmanager
+def start_gateway(stack: LocalStack, gateway: Gateway, tmp: Path, host: str = "127.0.0.1", **env: str) -> Iterator[str]:
+    """A gateway of its own (`env` over the session's settings; "" unsets one), stopped on leaving the `with`; its
+    log is tmp/gateway-<port>.log."""
     port = free_port()
     environ = {**os.environ, **stack.env(), "DEJAVU_GATEWAY_API_KEYS": json.dumps(gateway.keys),
                "DEJAVU_METRICS_KEY": gateway.metrics_key, **env}  # fmt: skip
+    environ = {name: value for name, value in environ.items() if value != ""}
     with (tmp / f"gateway-{port}.log").open("wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "producer.gateway", "--host", "127.0.0.1", "--port", str(port)],
+        proc = subprocess.Popen([sys.executable, "-m", "producer.gateway", "--host", host, "--port", str(port)],
                                 env=environ, stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
     try:
         end = time.monotonic() + 60
@@ -152,13 +157,13 @@ def test_no_response_carries_anything_internal(stack: LocalStack, gateway: Gatew
         record("malformed", gateway, "/v1/ask", {"question": f"Gout {uuid.uuid4().hex} [[standin:malformed]]"}) == 502
     )
     closed = f"redis://:{stack.secrets['REDIS_PASSWORD']}@127.0.0.1:{free_port()}/0"
-    for url in start_gateway(stack, gateway, tmp_path, DEJAVU_REDIS_URL=closed):  # Redis down
+    with start_gateway(stack, gateway, tmp_path, DEJAVU_REDIS_URL=closed) as url:  # Redis down
         assert (
             record("redis down", Gateway(url, gateway.keys, gateway.metrics_key), "/v1/ask", {"question": "x?"}) == 503
         )
     # No worker consumes this database's queues: the request waits out its deadline.
     idle = stack.redis_url.rsplit("/", 1)[0] + "/7"
-    for url in start_gateway(stack, gateway, tmp_path, DEJAVU_REDIS_URL=idle):
+    with start_gateway(stack, gateway, tmp_path, DEJAVU_REDIS_URL=idle) as url:
         g = Gateway(url, gateway.keys, gateway.metrics_key)
         assert (
             record("worker down", g, "/v1/chat/completions", chat("What is gout?"), {"x-dejavu-timeout": "0.5"}) == 504

@@ -35,7 +35,7 @@ def limited(stack: LocalStack, gateway: Gateway, tmp_path_factory: pytest.TempPa
               frugal: {"tenant": keys[frugal], "limits": {"llm_calls_per_minute": 1}}}  # fmt: skip
     tmp = Path(tmp_path_factory.mktemp("limited"))
     g = Gateway("", keys, gateway.metrics_key)
-    for url in start_gateway(stack, g, tmp, DEJAVU_GATEWAY_API_KEYS=json.dumps(config)):
+    with start_gateway(stack, g, tmp, DEJAVU_GATEWAY_API_KEYS=json.dumps(config)) as url:
         yield Gateway(url, keys, gateway.metrics_key)
 
 
