@@ -6,27 +6,15 @@ from __future__ import annotations
 import http.client
 import json
 import time
-import urllib.error
-import urllib.request
 import uuid
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import wait_until
-from tests.integration.conftest import Gateway
+from tests.integration.conftest import Gateway, get
 from tests.integration.test_gateway_errors import chat, start_gateway
 from worker.local.servers import LocalStack
-
-
-def fetch(url: str, key: str | None = None) -> tuple[int, bytes]:
-    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {key}"} if key else {})
-    try:
-        with urllib.request.urlopen(request, timeout=30) as resp:
-            return resp.status, resp.read()
-    except urllib.error.HTTPError as exc:
-        with exc:
-            return exc.code, exc.read()
 
 
 @pytest.mark.parametrize(
@@ -37,22 +25,22 @@ def test_without_an_operator_key_metrics_open_only_on_loopback_or_when_public(
     stack: LocalStack, gateway: Gateway, tmp_path: Path, host: str, public: str, opened: bool
 ) -> None:
     with start_gateway(stack, gateway, tmp_path, host=host, DEJAVU_METRICS_KEY="", DEJAVU_METRICS_PUBLIC=public) as url:
-        local = url.replace(host, "127.0.0.1")
-        status, _ = fetch(f"{local}/metrics")
+        local = Gateway(url.replace(host, "127.0.0.1"), gateway.keys, gateway.metrics_key)
+        status, _ = get(local, "/metrics", anonymous=True)
         assert (status == 200) == opened and status in (200, 401)
-        status, body = fetch(f"{local}/healthz")
+        status, body = get(local, "/healthz", anonymous=True)
         assert ("reasons" in json.loads(body)) == opened
 
 
 def test_healthz_checks_run_at_most_once_a_second(gateway: Gateway) -> None:
     def checks() -> float:
-        _, text = fetch(f"{gateway.url}/metrics", gateway.metrics_key)
+        _, text = get(gateway, "/metrics")
         line = next(x for x in text.decode().splitlines() if x.startswith("dejavu_gateway_health_checks_total"))
         return float(line.split()[-1])
 
     before, start = checks(), time.monotonic()
     for _ in range(30):
-        assert fetch(f"{gateway.url}/healthz")[0] == 200
+        assert get(gateway, "/healthz", anonymous=True)[0] == 200
     elapsed = time.monotonic() - start
     assert checks() - before <= elapsed / 1.0 + 1
 
