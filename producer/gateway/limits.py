@@ -47,6 +47,8 @@ class Admission:
 
     chat: ChatRequest
     over: GatewayError | None = None
+    # Whether its LLM answers count against per-minute limits (a key without them writes no counters).
+    metered: bool = False
 
     def check(self, reply: ChatReply) -> None:
         if self.over is not None and reply.error is not None and reply.error.code == ErrorCode.NOT_CACHED:
@@ -72,10 +74,12 @@ async def admitted(request: web.Request, key: TenantKey, chat: ChatRequest) -> A
     ))  # fmt: skip
     if over == 1:
         raise _limited(over, IN_FLIGHT_RETRY_S)
-    admission = Admission(chat)
+    metered = limits.llm_calls_per_minute is not None or limits.tokens_per_minute is not None
+    admission = Admission(chat, metered=metered)
     if over:
         cache_only = chat.cache.model_copy(update={"only_if_cached": True})
-        admission = Admission(chat.model_copy(update={"cache": cache_only}), _limited(over, math.ceil(60 - now % 60)))
+        limited = _limited(over, math.ceil(60 - now % 60))
+        admission = Admission(chat.model_copy(update={"cache": cache_only}), limited, metered)
     try:
         yield admission
     finally:
@@ -90,12 +94,12 @@ def _limited(over: int, wait: int) -> GatewayError:
     return GatewayError(429, "rate_limit_exceeded", text, headers={"Retry-After": str(max(1, wait))}, error=error)
 
 
-async def served(request: web.Request, chat: ChatRequest, reply: ChatReply) -> None:
+async def served(request: web.Request, admission: Admission, reply: ChatReply) -> None:
     """Count an answered request: in the metrics, and (an LLM answer) against its tenant's per-minute limits."""
-    request.app[METRICS].answered(reply, chat.tenant)
-    if reply.tier != Tier.LLM:
+    request.app[METRICS].answered(reply, admission.chat.tenant)
+    if reply.tier != Tier.LLM or not admission.metered:
         return
-    _, calls, tokens = _keys(chat.tenant, time.time())
+    _, calls, tokens = _keys(admission.chat.tenant, time.time())
     async with request.app[CLIENT].redis.pipeline(transaction=False) as pipe:
         pipe.incr(calls)
         pipe.expire(calls, WINDOW_TTL_S)

@@ -45,7 +45,7 @@ async def answer(request: web.Request, key: TenantKey, chat: ChatRequest) -> Cha
         reply = await queued(request.app[CLIENT].ask_request(admission.chat))
     admission.check(reply)
     if reply.ok:
-        await served(request, chat, reply)
+        await served(request, admission, reply)
     return reply
 
 

@@ -18,7 +18,7 @@ from producer.gateway.limits import Admission, served
 from producer.gateway.state import CLIENT, REQUEST_ID, SETTINGS
 from producer.openai_compat import Chunks
 from schemas.cache import Scope, entry_id, question_hash
-from schemas.messages import ChatDelta, ChatReply, ChatRequest, ReplyEvent, Tier
+from schemas.messages import ChatDelta, ChatReply, ReplyEvent, Tier
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ async def stream_completion(request: web.Request, admission: Admission, chunks: 
             admission.check(first)
             if not first.ok:
                 raise failed(first)
-            await served(request, chat, first)
+            await served(request, admission, first)
             stream = await open_stream(request, cache_headers(first))
             for chunk in chunks.whole(first):
                 await send_event(stream, chunk)
@@ -48,7 +48,7 @@ async def stream_completion(request: web.Request, admission: Admission, chunks: 
         stream = await open_stream(request, headers)
         await send_event(stream, chunks.start())
         await send_event(stream, chunks.delta(first))
-        await _relay(request, chat, chunks, events, stream)
+        await _relay(request, admission, chunks, events, stream)
         return await close_stream(stream)
     except ConnectionResetError:
         log.info("request %s: the client disconnected mid-stream", chat.request_id)
@@ -59,7 +59,7 @@ async def stream_completion(request: web.Request, admission: Admission, chunks: 
 
 
 async def _relay(
-    request: web.Request, chat: ChatRequest, chunks: Chunks, events: AsyncIterator[ReplyEvent],
+    request: web.Request, admission: Admission, chunks: Chunks, events: AsyncIterator[ReplyEvent],
     stream: web.StreamResponse,
 ) -> None:  # fmt: skip
     """The rest of a streamed miss, after its first delta; ConnectionResetError when the caller went away."""
@@ -68,7 +68,7 @@ async def _relay(
             if isinstance(event, ChatDelta):
                 await send_event(stream, chunks.delta(event))
             elif event.ok:
-                await served(request, chat, event)
+                await served(request, admission, event)
                 for chunk in chunks.end(event):
                     await send_event(stream, chunk)
             else:
@@ -78,7 +78,7 @@ async def _relay(
     except ConnectionResetError:
         raise
     except (ReplyTimeout, RedisError, OSError, OperationalError) as exc:
-        log.warning("request %s: the stream broke off: %r", chat.request_id, exc)
+        log.warning("request %s: the stream broke off: %r", admission.chat.request_id, exc)
         await send_event(stream, GatewayError(504, "timeout", TIMED_OUT).payload())
 
 
