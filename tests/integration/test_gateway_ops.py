@@ -11,6 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from producer.base import make_celery
+from producer.settings import ProducerSettings
+from schemas.keys import COMPLETE_TASK
 from tests.conftest import wait_until
 from tests.integration.conftest import Gateway, get
 from tests.integration.test_gateway_errors import chat, start_gateway
@@ -60,3 +63,25 @@ def test_a_caller_that_leaves_mid_stream_is_logged_as_such(stack: LocalStack, ga
         log = next(tmp_path.glob("gateway-*.log"))
         wait_until(lambda: "disconnected mid-stream" in log.read_text())
         assert "unexpected error" not in log.read_text() and "Traceback" not in log.read_text()
+
+
+def test_flower_and_inspect_show_no_prompt_in_task_arguments(stack: LocalStack, gateway: Gateway) -> None:
+    question = f"[[standin:hold-after=2]] Why is the grass green {uuid.uuid4().hex}?"
+    headers = {"Authorization": f"Bearer {gateway.key_a}", "Content-Type": "application/json"}
+    conn = http.client.HTTPConnection("127.0.0.1", int(gateway.url.rsplit(":", 1)[1]), timeout=30)
+    celery = make_celery(ProducerSettings())
+    try:
+        conn.request("POST", "/v1/chat/completions", body=json.dumps(chat(question, True)), headers=headers)
+        resp = conn.getresponse()
+        wait_until(lambda: any(question in s["question"] for s in stack.llm_streams()["in_progress"]))
+        # The LLM task (handed off by the lookup task) is running, held by the stand-in. What Flower's events and
+        # `inspect active --safe` show of its arguments is their argsrepr.
+        active = celery.control.inspect(timeout=2).active(safe=True) or {}
+        tasks = [t for node in active.values() for t in node if t["name"] == COMPLETE_TASK]
+        assert tasks and all(t["args"].startswith("<") and t["args"].endswith("bytes>") for t in tasks)
+        assert question not in json.dumps(active)
+    finally:
+        stack.release_llm_streams()
+        resp.read()
+        conn.close()
+        celery.close()
