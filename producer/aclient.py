@@ -28,6 +28,7 @@ from producer.base import (
     ReplyTimeout,
     RequestBuilder,
     Response,
+    block_waits,
     check_enqueued,
     enqueue_args,
     forget_message,
@@ -81,13 +82,16 @@ class AsyncClient(RequestBuilder):
         return ChatReply.model_validate_json(raw)
 
     async def _pop(self, request_id: str, timeout: float, queue: str) -> bytes:  # noqa: ASYNC109
-        key = reply_key(request_id)
-        # BLPOP's timeout 0 means "forever": a non-positive timeout is a single non-blocking look.
-        if timeout <= 0:
-            raw = cast("bytes | None", await self.redis.lpop(key))
-        else:
-            popped = cast("tuple[bytes, bytes] | None", await self.redis.blpop([key], timeout=timeout))
-            raw = None if popped is None else popped[1]
+        key, raw = reply_key(request_id), None
+        for wait in block_waits(timeout):
+            # BLPOP's timeout 0 means "forever": the last look is a non-blocking one.
+            if wait <= 0:
+                raw = cast("bytes | None", await self.redis.lpop(key))
+                break
+            popped = cast("tuple[bytes, bytes] | None", await self.redis.blpop([key], timeout=wait))
+            if popped is not None:
+                raw = popped[1]
+                break
         if raw is None:
             raise await self._timed_out(request_id, timeout, queue)
         return raw

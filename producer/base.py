@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import socket
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, TypedDict, Unpack
 
 from celery import Celery
@@ -86,7 +87,8 @@ class Overloaded(Exception):
 
 def enqueue_args(request: ChatRequest, message: bytes, settings: ProducerSettings) -> tuple[list[str], list[Any]]:
     """The enqueue script's keys and arguments for one request's task message (schemas.enqueue)."""
-    return enqueue_call(LOOKUP_QUEUE, request.request_id, message, settings.max_queue_depth, request.deadline)
+    return enqueue_call(LOOKUP_QUEUE, request.request_id, message, request.deadline, settings.max_queue_depth,
+                        settings.max_queue_bytes)  # fmt: skip
 
 
 def check_enqueued(result: list[int], settings: ProducerSettings) -> None:
@@ -103,7 +105,8 @@ def timeout_message(
     if workers is None:
         who = "the worker ping could not be sent"
     elif workers:
-        who = f"{len(workers)} worker(s) answer a ping ({', '.join(workers)}), so they are busy or slow"
+        # Their host names stay out: this text can reach a caller (`.workers` has them).
+        who = f"{len(workers)} worker(s) answer a ping, so they are busy or slow"
     else:
         who = "no worker answers a ping: start one (celery -A worker.app worker)"
     return f"no reply to request {request_id} within {timeout:.2f}s; the {queue} queue holds {depth}; {who}"
@@ -195,6 +198,23 @@ def reply_wait_s(request: ChatRequest) -> float:
     return max(0.0, request.deadline - time.time()) + REPLY_GRACE_S
 
 
+SOCKET_TIMEOUT_S = 10.0
+BLOCK_S = 5.0
+# TCP keepalive probes after 5 s idle, every 2 s, 3 of them: a silently dead peer is noticed within ~11 s.
+KEEPALIVE = (
+    {socket.TCP_KEEPIDLE: 5, socket.TCP_KEEPINTVL: 2, socket.TCP_KEEPCNT: 3} if hasattr(socket, "TCP_KEEPIDLE") else {}
+)
+
+
+def block_waits(timeout: float) -> Iterator[float]:
+    """The waits of the blocking pops that together wait `timeout` seconds, each at most BLOCK_S; then 0.0 (one
+    last non-blocking look)."""
+    end = time.monotonic() + timeout
+    while (left := end - time.monotonic()) > 0:
+        yield min(left, BLOCK_S)
+    yield 0.0
+
+
 def redis_options(settings: ProducerSettings) -> dict[str, Any]:
     """Connection options shared by the sync and async clients (each with its redis-py BlockingConnectionPool).
 
@@ -204,8 +224,11 @@ def redis_options(settings: ProducerSettings) -> dict[str, Any]:
     """
     return {
         "protocol": 2,
-        # No read timeout: replies are awaited with BLPOP, whose own timeout bounds the wait.
-        "socket_timeout": None,
+        # A connection to a Redis that vanished fails within this instead of hanging; blocking pops wait at most
+        # BLOCK_S per command (and repeat), so the read timeout never cuts a wait short.
+        "socket_timeout": SOCKET_TIMEOUT_S,
+        "socket_keepalive": True,
+        "socket_keepalive_options": KEEPALIVE,
         "socket_connect_timeout": 5,
         "max_connections": settings.client_max_connections,
         "timeout": None,  # the pool's: how long a caller waits for a free connection

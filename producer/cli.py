@@ -26,6 +26,7 @@ from redis.exceptions import RedisError
 from producer import report
 from producer.base import ForgetCall, Overloaded, ReplyTimeout, Response
 from producer.client import Client
+from producer.errors import exit_code
 from producer.settings import get_settings
 from schemas.cli import EPILOG, EXIT_ERROR_REPLY, EXIT_MISS, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE, Command, fail
 from schemas.messages import ChatReply, ForgetReply
@@ -146,7 +147,7 @@ def _verb(args: argparse.Namespace, call: Callable[[Client], ChatReply]) -> int:
     if reply.error is not None:
         if not args.json:
             print(f"error {reply.error.code}: {reply.error.message}", file=sys.stderr)
-        return EXIT_ERROR_REPLY
+        return exit_code(reply.error)
     return EXIT_MISS if reply.hit is False else EXIT_OK
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid
 from typing import cast
 
@@ -22,7 +23,7 @@ from pydantic import ValidationError
 from redis.exceptions import RedisError
 
 from schemas.keys import reply_key
-from schemas.messages import ChatReply, ReplyEvent, parse_reply_event
+from schemas.messages import ChatDelta, ChatReply, ReplyEvent, parse_reply_event
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,8 @@ BATCH = 256
 LISTEN_S = 1.0
 # Pause after a failed pop (Redis restarting), before trying again.
 RETRY_S = 0.5
+# A listener whose pop has not come back this long past LISTEN_S is stuck (/healthz says degraded).
+STUCK_S = 2.0
 
 
 class ReplyInbox:
@@ -43,6 +46,10 @@ class ReplyInbox:
         # Streamed asks: every event (deltas, then the reply) in order.
         self._streams: dict[str, asyncio.Queue[ReplyEvent]] = {}
         self._listener: asyncio.Task[None] | None = None
+        # When the listener last started a pop; and per streamed ask, the next delta `seq` it expects: a task
+        # redelivered after its worker died streams again from seq 0, and what the caller saw is not sent twice.
+        self._popping_since = time.monotonic()
+        self._next_seq: dict[str, int] = {}
 
     def expect(self, request_id: str) -> asyncio.Future[ChatReply]:
         """Register before sending: the reply can be popped while the send is still being awaited."""
@@ -60,15 +67,27 @@ class ReplyInbox:
 
     def _start(self) -> None:
         if self._listener is None or self._listener.done():
+            self._popping_since = time.monotonic()
             self._listener = asyncio.create_task(self._listen(), name=f"dejavu reply inbox {self.key}")
 
     def discard(self, request_id: str) -> None:
         """Stop waiting: a reply that comes later is dropped."""
         self._waiting.pop(request_id, None)
         self._streams.pop(request_id, None)
+        self._next_seq.pop(request_id, None)
+
+    def stuck(self) -> str | None:
+        """Why replies are not being delivered, when asks wait and the listener's pop has not come back in time."""
+        if not (self._waiting or self._streams) or self._listener is None or self._listener.done():
+            return None
+        waited = time.monotonic() - self._popping_since
+        if waited < LISTEN_S + STUCK_S:
+            return None
+        return f"the gateway's reply listener has waited {waited:.0f}s on one pop: replies are not being delivered"
 
     async def _listen(self) -> None:
         while True:
+            self._popping_since = time.monotonic()
             try:
                 popped = await self.redis.blmpop(LISTEN_S, 1, self.key, direction="LEFT", count=BATCH)
             except RedisError as exc:
@@ -93,6 +112,10 @@ class ReplyInbox:
             return
         stream = self._streams.get(event.request_id)
         if stream is not None:
+            if isinstance(event, ChatDelta):
+                if event.seq < self._next_seq.get(event.request_id, 0):
+                    return  # sent before by a run of the task that did not finish
+                self._next_seq[event.request_id] = event.seq + 1
             stream.put_nowait(event)
             return
         future = self._waiting.pop(event.request_id, None)

@@ -23,6 +23,10 @@ class GatewayMetrics:
         self.errors = Counter(
             "dejavu_gateway_errors", "Error responses by error code", ["code"], registry=self.registry
         )
+        self.health_checks = Counter(
+            "dejavu_gateway_health_checks", "Times /healthz's checks ran (at most once a second, whatever the polling)",
+            registry=self.registry,
+        )  # fmt: skip
         self.latency = Histogram(
             "dejavu_gateway_request_seconds",
             "Time from request received to response sent, by endpoint and outcome (tier or error)",

@@ -112,6 +112,9 @@ class AnswerMeta(BaseModel):
     created_at: float | None = None
     # The rest of a stored assistant message (schemas.verbs.StoredAnswer.message_extra).
     message_extra: dict[str, Any] | None = None
+    # A refusal or audio answer (content null): relayed, never stored.
+    refusal: str | None = None
+    audio: dict[str, Any] | None = None
 
     def younger_than(self, max_age_s: int | None, now: float) -> bool:
         return max_age_s is None or (self.created_at is not None and now - self.created_at <= max_age_s)

@@ -44,6 +44,8 @@ class CacheControl(BaseModel):
     no_store: bool = False
     # Serve only entries stored at most this many seconds ago.
     max_age_s: int | None = Field(default=None, ge=0)
+    # Serve only from the cache: a miss is answered `not_cached`, never asked of the LLM (HTTP's only-if-cached).
+    only_if_cached: bool = False
 
 
 # The OpenAI generation fields a request may carry; with `extra`, they shape the answer, so they are part of the
@@ -66,7 +68,8 @@ UNSUPPORTED: Final = {
 
 class ChatRequest(BaseModel):
     """One chat request; the question is the content of the last user message. After it may only come the
-    assistant's tool calls and the tools' results (a function-calling turn)."""
+    assistant's messages (tool calls, or a start of the answer) and the tools' results (a function-calling turn);
+    they are part of the scope."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -116,10 +119,8 @@ class ChatRequest(BaseModel):
             raise ValueError("the messages hold no user message: the last user message is the question")
         last = messages[users[-1]]
         after = messages[users[-1] + 1 :]
-        if any(m.role not in ("assistant", "tool") or (m.role == "assistant" and not m.tool_calls) for m in after):
-            raise ValueError("after the last user message only assistant tool calls and tool results may follow")
-        if after and after[-1].role != "tool":
-            raise ValueError("the last message must be a user message or a tool result (role 'tool')")
+        if any(m.role not in ("assistant", "tool") for m in after):
+            raise ValueError("after the last user message only assistant messages and tool results may follow")
         _check_tool_results(messages)
         assert last.content is not None  # a user message always has content
         if not last.content.strip():

@@ -23,13 +23,20 @@ def marker_ttl_s(deadline: float) -> int:
 
 
 def enqueue_call(
-    queue: str, request_id: str, message: bytes, limit: int, deadline: float, handed_on: bool = False
+    queue: str,
+    request_id: str,
+    message: bytes,
+    deadline: float,
+    limit: int = 0,
+    max_bytes: int = 0,
+    handed_on: bool = False,
 ) -> tuple[list[str], list[Any]]:
-    """The script's keys and arguments; `handed_on`: a node hands the request on, and its taken mark goes."""
+    """The script's keys and arguments: refused past `limit` messages or `max_bytes` (0: no limit); `handed_on`: a
+    node hands the request on, and its taken mark goes."""
     keys = [queue, enqueued_counter(queue), QUEUED_PREFIX + request_id]
     if handed_on:
         keys.append(TAKEN_PREFIX + request_id)
-    return keys, [limit, message, marker_ttl_s(deadline)]
+    return keys, [limit, message, marker_ttl_s(deadline), max_bytes]
 
 
 def parse_queued(marker: bytes) -> tuple[str, int]:

@@ -37,7 +37,16 @@ from schemas.openai_shapes import (
     ToolFunctionCall,
     Usage,
 )
-from schemas.reply import ChatDelta, ChatReply, ErrorCode, ReplyError, ReplyEvent, Tier, parse_reply_event
+from schemas.reply import (
+    ChatDelta,
+    ChatReply,
+    ErrorCode,
+    ReplyError,
+    ReplyEvent,
+    Tier,
+    UpstreamError,
+    parse_reply_event,
+)
 from schemas.verbs import LookupRequest, StoredAnswer, StoreRequest
 
 __all__ = [
@@ -47,5 +56,5 @@ __all__ = [
     "CacheControl", "ChatDelta", "ChatMessage", "ChatReply", "ChatRequest", "ErrorCode", "FinishReason",
     "ForgetReply", "ForgetRequest", "FunctionDef", "JsonSchemaFormat", "LookupRequest", "NamedFunction",
     "NamedToolChoice", "Removed", "ReplyError", "ReplyEvent", "ResponseFormat", "Role", "StoreRequest",
-    "StoredAnswer", "Tier", "Tool", "ToolCall", "ToolFunctionCall", "Usage", "parse_reply_event",
+    "StoredAnswer", "Tier", "Tool", "ToolCall", "ToolFunctionCall", "UpstreamError", "Usage", "parse_reply_event",
 ]  # fmt: skip

@@ -44,24 +44,38 @@ class ChatMessage(BaseModel):
     # Tool messages only: the call this is the result of.
     tool_call_id: str | None = Field(default=None, min_length=1, max_length=128)
     name: str | None = Field(default=None, max_length=64)
+    # Assistant messages only, as an earlier answer came: its refusal, its audio ({"id": ...}), a legacy
+    # function_call. Forwarded, and part of the history.
+    refusal: str | None = None
+    audio: dict[str, Any] | None = None
+    function_call: dict[str, Any] | None = None
 
     @model_validator(mode="after")
     def _fits_its_role(self) -> ChatMessage:
         if self.tool_calls is not None and self.role != "assistant":
             raise ValueError(f"only assistant messages carry tool_calls, not {self.role!r} ones")
+        answered = self._answered_by()
+        if answered and self.role != "assistant":
+            raise ValueError(f"only assistant messages carry {', '.join(answered)}, not {self.role!r} ones")
         if (self.tool_call_id is not None) != (self.role == "tool"):
             raise ValueError("a tool message needs the tool_call_id of the call it answers, and only it has one")
-        if self.content is None and not (self.role == "assistant" and self.tool_calls):
+        if self.content is None and not (self.role == "assistant" and (self.tool_calls or answered)):
             raise ValueError(f"a {self.role} message needs content (only an assistant's tool calls come without)")
         return self
+
+    def _answered_by(self) -> dict[str, Any]:
+        return {k: v for k, v in (("refusal", self.refusal), ("audio", self.audio),
+                                  ("function_call", self.function_call)) if v is not None}  # fmt: skip
 
     def history_text(self) -> str:
         """How this message enters the scope's context hash (text-only messages: as in version 1)."""
         text = f"{self.role}:{self.content}"
-        if self.tool_calls is None and self.tool_call_id is None:
+        answered = self._answered_by()
+        if self.tool_calls is None and self.tool_call_id is None and not answered:
             return text
         calls = [c.model_dump() for c in self.tool_calls or ()]
-        return f"{text}|{json.dumps([calls, self.tool_call_id], sort_keys=True, separators=(',', ':'))}"
+        parts: list[Any] = [calls, self.tool_call_id, *([answered] if answered else [])]
+        return f"{text}|{json.dumps(parts, sort_keys=True, separators=(',', ':'))}"
 
 
 class FunctionDef(BaseModel):

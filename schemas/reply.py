@@ -29,6 +29,21 @@ class ErrorCode(StrEnum):
     LLM_TIMEOUT = "llm_timeout"  # the LLM did not answer in time
     OVERLOADED = "overloaded"  # the lookup queue is too deep; retry after a moment
     INTERNAL = "internal"  # a bug or an unexpected failure in the worker
+    LLM_REJECTED = "llm_rejected"  # the LLM refused the request (4xx): `upstream` says why; fix the request
+    LLM_RATE_LIMITED = "llm_rate_limited"  # the LLM's rate limit, after the worker's retries; retry after a while
+    UPSTREAM_AUTH = "upstream_auth"  # the LLM refused the operator's credentials (401/403)
+    NOT_CACHED = "not_cached"  # only-if-cached, and no tier had an answer
+
+
+class UpstreamError(BaseModel):
+    """The LLM provider's own error, for what the caller can fix (a 4xx): as the provider gave it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    status: int = Field(ge=400, le=599)
+    type: str | None = None
+    code: str | None = None
+    param: str | None = None
 
 
 class ReplyError(BaseModel):
@@ -37,6 +52,10 @@ class ReplyError(BaseModel):
     code: ErrorCode
     message: str
     retryable: bool = False
+    # llm_rejected, llm_rate_limited: the provider's status, type, code and param.
+    upstream: UpstreamError | None = None
+    # llm_rate_limited: how long the provider asked to wait.
+    retry_after_s: float | None = Field(default=None, ge=0)
 
 
 class ChatReply(BaseModel):
@@ -69,6 +88,9 @@ class ChatReply(BaseModel):
     # Fields of the assistant message beyond its text and tool calls, as a store gave them (LangChain's
     # additional_kwargs); returned as they were stored.
     message_extra: dict[str, Any] | None = None
+    # The LLM's refusal text or audio output, relayed as it sent them (`answer` is then null); never cached.
+    refusal: str | None = None
+    audio: dict[str, Any] | None = None
 
     @property
     def ok(self) -> bool:
@@ -78,7 +100,7 @@ class ChatReply(BaseModel):
         """This reply as a request of `version` expects it: a version 1 producer knows none of the new fields."""
         if version >= SCHEMA_VERSION:
             return self
-        newer: dict[str, Any] = {"version": version, "hit": None, "message_extra": None}
+        newer: dict[str, Any] = {"version": version, "hit": None, "message_extra": None, "refusal": None, "audio": None}
         if version == 1:
             newer |= {"tool_calls": None, "finish_reason": None, "usage": None, "saved": None}
         return self.model_copy(update=newer)

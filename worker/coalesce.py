@@ -73,6 +73,10 @@ class Coalescer:
             with contextlib.suppress(asyncio.CancelledError):
                 await renew
 
+    async def withdraw(self, key: str) -> None:
+        """Take back a published answer that must not be served again (worker.llm.cacheable)."""
+        await self.client.delete(COALESCED_ANSWER_PREFIX + key)
+
     async def _release(self, pending: str, token: str) -> None:
         # Compare-and-delete: a lapsed lease may belong to a follower by now.
         await self.client.eval(_RELEASE, 1, pending, token)

@@ -55,3 +55,7 @@ class LLMError(ReplyableError):
 class LLMTimeout(ReplyableError):
     code = ErrorCode.LLM_TIMEOUT
     retryable = True
+
+
+class NotCached(ReplyableError):
+    code = ErrorCode.NOT_CACHED

@@ -65,9 +65,10 @@ async def handle(raw: str, rt: Runtime) -> None:
             reply = await forget_tenant(request, request.tenant, rt)
     except UNREACHABLE as exc:
         raise TransientError(f"forget {request.request_id} will be retried: {exc!r}") from exc
-    except Exception as exc:
+    except Exception:
         log.exception("forget %s failed unexpectedly", request.request_id)
-        error = ReplyError(code=ErrorCode.INTERNAL, message=f"internal error: {exc!r}", retryable=True)
+        message = f"internal error; the worker log has the details under request id {request.request_id}"
+        error = ReplyError(code=ErrorCode.INTERNAL, message=message, retryable=True)
         reply = ForgetReply(request_id=request.request_id, error=error)
     if await rt.replies.publish(request.reply_to, reply) and reported is not None:
         await _count_feedback(reported, rt)

@@ -22,5 +22,5 @@ class LLMQueue:
         rid = miss.request.request_id
         # The request id in a header: the LLM node that takes it marks it held (worker.broker).
         message = task_message(COMPLETE_TASK, LLM_QUEUE, [miss.model_dump_json()], headers={REQUEST_HEADER: rid})
-        keys, args = enqueue_call(LLM_QUEUE, rid, message, 0, miss.request.deadline, handed_on=True)
+        keys, args = enqueue_call(LLM_QUEUE, rid, message, miss.request.deadline, handed_on=True)
         await self._enqueue(keys=keys, args=args)

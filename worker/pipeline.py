@@ -33,7 +33,8 @@ from schemas.messages import (
     Tier,
     Usage,
 )
-from worker.errors import REDIS_DOWN, UNREACHABLE, DeadlineExceeded, ReplyableError
+from worker.errors import REDIS_DOWN, UNREACHABLE, DeadlineExceeded, NotCached, ReplyableError
+from worker.llm import cacheable
 from worker.progress import holding
 from worker.refusal import NOT_SIMILAR_REASON, refusal
 from worker.runtime import Runtime
@@ -144,6 +145,8 @@ async def lookup(request: ChatRequest, rt: Runtime) -> tuple[ChatReply, Writebac
 
 
 def _miss(request: ChatRequest, vector: npt.NDArray[np.float32], clock: Stopwatch, rt: Runtime) -> MissJob:
+    if request.cache.only_if_cached:  # no-cache too: a contradiction, answered the same way
+        raise NotCached("no cached answer, and the request asked for a cached one only (only-if-cached)")
     # With the worker's context: the deadline may pass during the lookup, and the LLM task answers that.
     miss = {"request": request, "vector": vector.astype(np.float32).tobytes(), "timings_ms": clock.laps}
     return MissJob.model_validate(miss, context=_context(rt))
@@ -214,9 +217,14 @@ async def _complete(job: MissJob, rt: Runtime) -> WritebackJob | None:
     reply = ChatReply(
         request_id=request.request_id, answer=answer.answer, tier=tier, entry_id=eid, timings_ms=timings,
         tool_calls=answer.meta.tool_calls, finish_reason=answer.meta.finish_reason, usage=usage,
-        saved=None if led else answer.meta.usage,
+        saved=None if led else answer.meta.usage, refusal=answer.meta.refusal, audio=answer.meta.audio,
     )  # fmt: skip
+    if answer.meta.refusal is not None or answer.meta.audio is not None:
+        reply.answer = answer.answer or None  # content null, as the LLM sent it
     await rt.replies.answer(request, reply)
+    if led and not cacheable(answer):  # cut short, a refusal, broken tool arguments: nobody gets it again
+        await rt.coalescer.withdraw(eid)
+        return None
     if not led or request.cache.no_store:  # the leader stores the entry, unless its caller said not to
         return None
     vector = np.frombuffer(job.vector, dtype=np.float32)
@@ -226,7 +234,8 @@ async def _complete(job: MissJob, rt: Runtime) -> WritebackJob | None:
 def _internal(request: ChatRequest, exc: Exception) -> ChatReply:
     """The last resort: a request is never left without a reply, even when the worker has a bug."""
     log.exception("request %s failed unexpectedly", request.request_id)
-    error = ReplyError(code=ErrorCode.INTERNAL, message=f"internal error: {exc!r}", retryable=True)
+    message = f"internal error; the worker log has the details under request id {request.request_id}"
+    error = ReplyError(code=ErrorCode.INTERNAL, message=message, retryable=True)
     return ChatReply(request_id=request.request_id, error=error)
 
 

@@ -106,7 +106,9 @@ def complete(self: Any, payload: str) -> None:
 
 
 def hand_off(task: Any, payload: str, queue: str) -> None:
-    task.apply_async(args=[payload], queue=queue, retry=True, retry_policy=PUBLISH_RETRY)
+    # argsrepr: Flower and the worker logs show this, not the tenant's prompt and answer in the payload.
+    task.apply_async(args=[payload], queue=queue, retry=True, retry_policy=PUBLISH_RETRY,
+                     argsrepr=f"<{len(payload)} bytes>", kwargsrepr="{}")  # fmt: skip
 
 
 @app.task(name=WRITEBACK_TASK, **UNTIL_BACK)

@@ -26,9 +26,9 @@ def test_ask_exit_codes(stack: LocalStack, tenant: str) -> None:
     assert dejavu(stack, "ask", "   ", "--tenant", tenant).returncode == 2
     assert dejavu(stack, "ask").returncode == 2
     failed = dejavu(stack, "ask", f"Fail {uuid.uuid4().hex} [[standin:status=500]]", "--tenant", tenant)
-    assert failed.returncode == 1 and "llm_error" in failed.stderr
+    assert failed.returncode == 3 and "llm_error" in failed.stderr  # the LLM's outage: asking later may work
     too_slow = dejavu(stack, "ask", f"Slow {uuid.uuid4().hex}?", "--tenant", tenant, "--timeout", "0.03")
-    assert too_slow.returncode == 1 and ("deadline" in too_slow.stderr or "llm_timeout" in too_slow.stderr)
+    assert too_slow.returncode == 3 and ("deadline" in too_slow.stderr or "llm_timeout" in too_slow.stderr)
 
 
 def test_status_shows_queues_workers_and_entries(stack: LocalStack) -> None:

@@ -51,7 +51,7 @@ def test_a_valid_request_round_trips() -> None:
         ({"messages": [{"role": "user", "content": " \n\t "}]}, "empty or only whitespace"),
         ({"messages": [{"role": "user", "content": "é" * 4097}]}, "8194 bytes, over the limit of 8192"),
         ({"messages": [{"role": "robot", "content": "hi"}]}, "'user', 'assistant' or 'tool'"),
-        ({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}, "after the last"),
+        ({"messages": [{"role": "user", "content": "hi"}, {"role": "system", "content": "yo"}]}, "after the last"),
         ({"messages": []}, "at least 1 item"),
         ({"reply_to": None}, "reply_to"),
         ({"reply_to": "celery"}, "String should match pattern"),
@@ -60,7 +60,7 @@ def test_a_valid_request_round_trips() -> None:
         ({"unknown": 1}, "Extra inputs are not permitted"),
         ({"version": 4}, "Input should be 1, 2 or 3"),
     ],
-    ids=["empty", "whitespace", "oversized", "unknown-role", "not-ending-in-user", "no-messages",
+    ids=["empty", "whitespace", "oversized", "unknown-role", "system-after-the-question", "no-messages",
          "missing-reply-to", "foreign-reply-to", "expired", "bad-tenant", "unknown-field", "future-version"],
 )  # fmt: skip
 def test_bad_input_is_rejected_with_a_clear_message(change: dict[str, Any], message: str) -> None:

@@ -8,9 +8,11 @@ import pytest
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 from pydantic import ValidationError
 
-from producer.openai_compat import Chunks, CompletionBody, completion
+from producer.openai_compat import Chunks, CompletionBody, OpenAIRejects, completion
+from producer.settings import get_settings
 from schemas.keys import reply_key
 from schemas.messages import ChatDelta, ChatReply, ChatRequest, Tier, ToolCall, Usage
+from schemas.requests import build_request
 
 
 def pair() -> tuple[ChatRequest, ChatReply]:
@@ -84,3 +86,43 @@ def test_body_rejects_what_is_no_chat_completion(bad: dict[str, object]) -> None
 def test_messages_the_cache_cannot_key_on_are_refused(message: dict[str, object]) -> None:
     with pytest.raises(ValueError, match="not supported"):
         CompletionBody.model_validate({"messages": [message]}).chat_messages()
+
+
+def _rejected(body: dict[str, object]) -> str:
+    with pytest.raises(OpenAIRejects) as raised:
+        CompletionBody.model_validate({"messages": [{"role": "user", "content": "x"}], **body}).params()
+    return raised.value.param
+
+
+TOOL = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [({"tools": []}, "tools"), ({"tool_choice": "none"}, "tool_choice"),
+     ({"parallel_tool_calls": False}, "parallel_tool_calls"), ({"tools": [TOOL, TOOL]}, "tools"),
+     ({"response_format": {"type": "json_schema", "json_schema": {"name": "x"}}}, "response_format.json_schema.schema"),
+     ({"stop": ""}, "stop"), ({"stream_options": {"include_usage": True}}, "stream_options")],
+)  # fmt: skip
+def test_what_openai_rejects_is_rejected_with_its_param(body: dict[str, object], param: str) -> None:
+    assert _rejected(body) == param
+
+
+def test_a_history_as_openai_accepts_it() -> None:
+    body = CompletionBody.model_validate({
+        "model": "m", "stream": None, "messages": [
+            {"role": "user", "content": "Hi?"},
+            {"role": "assistant", "content": None, "refusal": "No.", "annotations": [], "audio": {"id": "audio_1"}},
+            {"role": "assistant", "content": [{"type": "refusal", "refusal": "Still no."}]},
+            {"role": "assistant", "content": None, "function_call": {"name": "f", "arguments": "{}"}},
+            {"role": "user", "content": "What is gout?"},
+            {"role": "assistant", "content": "Gout is"},  # a trailing assistant message: the answer's start
+        ],
+    })  # fmt: skip
+    messages = body.chat_messages()
+    assert body.stream is False and "annotations" not in messages[1] and messages[2]["refusal"] == "Still no."
+    request = build_request(get_settings(), messages=messages, tenant="t", model="m")
+    assert request.messages[-1].content == "Gout is" and request.question == "What is gout?"
+    opts = CompletionBody.model_validate({"messages": [{"role": "user", "content": "x"}], "stream": True,
+                                          "stream_options": {"include_obfuscation": False}})  # fmt: skip
+    assert opts.params() == {}

@@ -4,7 +4,8 @@ Markers in the question inject faults: `[[standin:status=500]]` answers that HTT
 `[[standin:sleep=5]]` makes the first token wait 5 s, `[[standin:malformed]]` answers a body (or a stream chunk)
 that is no chat completion, `[[standin:drop-after=3]]` closes the connection after 3 tokens of a stream (without
 [DONE] nor the end of the chunked body; not streamed: instead of the answer), `[[standin:hold-after=2]]` pauses
-a stream after 2 tokens until POST /standin/release.
+a stream after 2 tokens until POST /standin/release, and (not streamed) `[[standin:as=refusal]]`,
+`as=bad_args` (a tool call whose arguments are not JSON), `as=length` or `as=content_filter` shape the answer.
 
 `GET /standin/calls?q=TEXT` tells how many times a question was asked (tests count LLM calls);
 `GET /standin/concurrency` the calls in flight and the most seen at once since the last read;

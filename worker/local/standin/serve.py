@@ -88,9 +88,23 @@ async def _answer(request: web.Request, ask: Ask) -> web.StreamResponse:
         return web.Response()  # never sent: the connection is closed
     return web.json_response({
         "id": _completion_id(), "object": "chat.completion", "created": int(time.time()), "model": ask.body["model"],
-        "choices": [{"index": 0, "message": reply.message(), "logprobs": None, "finish_reason": reply.finish_reason}],
+        "choices": [{"index": 0, **_shaped(marks.get("as"), reply)}],
         "usage": reply.usage(), "service_tier": "default", "system_fingerprint": FINGERPRINT,
     })  # fmt: skip
+
+
+def _shaped(shape: str | None, reply: Reply) -> dict[str, Any]:
+    """A choice's message and finish_reason; `[[standin:as=...]]` makes it a refusal, a tool call whose arguments
+    are not JSON, or an answer cut short (length, content_filter)."""
+    message, finish = reply.message(), reply.finish_reason
+    if shape == "refusal":
+        message, finish = {**message, "content": None, "refusal": "I can't help with that."}, "stop"
+    elif shape == "bad_args":
+        call = {"id": "call_bad", "type": "function", "function": {"name": "lookup", "arguments": "{not json"}}
+        message, finish = {**message, "content": None, "tool_calls": [call]}, "tool_calls"
+    elif shape is not None:
+        finish = shape
+    return {"message": message, "logprobs": None, "finish_reason": finish}
 
 
 def _completion_id() -> str:

@@ -17,34 +17,27 @@ from typing import Any, TypeVar
 from aiohttp import web
 from pydantic import ValidationError
 
-from producer.gateway import (
-    CLIENT,
-    METRICS,
-    GatewayError,
-    cache_control,
-    cache_headers,
-    check_deadline,
-    failed,
-    guarded,
-    header_deadline,
-    parse,
-    queued,
-    read_json,
-    tenant_of,
-)
+from producer.gateway.auth import tenant_of
+from producer.gateway.bodies import cache_control, check_deadline, guarded, header_deadline, parse, read_json
+from producer.gateway.errors import GatewayError, failed, queued
+from producer.gateway.headers import cache_headers
+from producer.gateway.limits import admitted
+from producer.gateway.state import CLIENT, METRICS
 from producer.openai_compat import CompletionBody, completion
-from schemas.messages import StoredAnswer
+from producer.settings import TenantKey
+from schemas.messages import ChatReply, ChatRequest, StoredAnswer
 
 R = TypeVar("R")
 
 
 async def lookup(request: web.Request) -> web.Response:
-    tenant = tenant_of(request)
+    key = tenant_of(request)
+    tenant = key.tenant
     body = parse(CompletionBody, await read_json(request))
     client = request.app[CLIENT]
     fields = _fields(request, body)
     chat = _made("", lambda: client.lookup_request(tenant=tenant, cache=cache_control(request), **fields))
-    reply = await queued(client.ask_request(chat))
+    reply = await _sent(request, key, chat)
     if not reply.ok:
         raise failed(reply)
     if not reply.hit:
@@ -54,7 +47,8 @@ async def lookup(request: web.Request) -> web.Response:
 
 
 async def store(request: web.Request) -> web.Response:
-    tenant = tenant_of(request)
+    key = tenant_of(request)
+    tenant = key.tenant
     data = await read_json(request)
     if not isinstance(data, dict) or "response" not in data:
         raise GatewayError(400, "invalid_request", "response: send the provider's chat.completion object as "
@@ -64,12 +58,18 @@ async def store(request: web.Request) -> web.Response:
     client = request.app[CLIENT]
     fields = _fields(request, body)
     chat = _made("", lambda: client.store_request(tenant=tenant, response=answer, **fields))
-    reply = await queued(client.ask_request(chat))
+    reply = await _sent(request, key, chat)
     if not reply.ok:
         raise failed(reply)
     assert reply.entry_id is not None  # a store's reply names its entry
     headers = {"x-dejavu-request-id": reply.request_id, "x-dejavu-entry": reply.entry_id}
     return web.json_response({"entry_id": reply.entry_id, "request_id": reply.request_id}, status=202, headers=headers)
+
+
+async def _sent(request: web.Request, key: TenantKey, chat: ChatRequest) -> ChatReply:
+    # In flight under the key's limits, as a chat request is; neither verb calls the LLM.
+    async with admitted(request, key, chat) as admission:
+        return await queued(request.app[CLIENT].ask_request(admission.chat))
 
 
 def _fields(request: web.Request, body: CompletionBody) -> dict[str, Any]:
@@ -94,8 +94,3 @@ def _problem(where: str, error: Any) -> str:
     loc = ".".join(str(part) for part in (where, *error["loc"]) if part != "")
     message = str(error["msg"]).removeprefix("Value error, ")
     return f"{loc}: {message}" if loc else message
-
-
-def add_routes(app: web.Application) -> None:
-    app.router.add_post("/v1/cache/lookup", lookup)
-    app.router.add_post("/v1/cache/store", store)
