@@ -14,7 +14,7 @@ from producer.aclient import AsyncClient
 from producer.client import Client
 from producer.settings import ProducerSettings
 from schemas.keys import entry_prefix
-from schemas.messages import ChatReply, Tier
+from schemas.messages import ChatDelta, ChatReply, Tier
 from tests.conftest import llm_calls, wait_until
 from tests.integration.conftest import Gateway, dejavu, get, post
 from worker.local.servers import LocalStack
@@ -109,3 +109,40 @@ def test_llm_node_sigkilled_mid_call_its_task_is_redelivered_to_another_node(
     reply = client.get_reply(request_id, timeout=90)
     assert reply.ok and reply.tier == Tier.LLM, reply
     assert llm_calls(stack, question) == 2
+
+
+def test_llm_node_sigkilled_mid_stream_the_caller_gets_the_answer_within_seconds_and_no_text_twice(
+    stack: LocalStack, tenant: str
+) -> None:
+    # Given a streamed ask whose answer has begun to reach its caller (the stand-in holds it after 2 tokens) ...
+    question = f"Is a stream cut by a dead node finished without repeats ({tenant})? [[standin:hold-after=2]]"
+
+    def held() -> list[dict[str, object]]:
+        return [s for s in stack.llm_streams()["in_progress"] if s["question"] == question and s["held"]]
+
+    async def ask_streamed() -> tuple[list[ChatDelta], ChatReply | None]:
+        deltas: list[ChatDelta] = []
+        async with AsyncClient(ProducerSettings(resend_after_s=0.5)) as aclient:
+            request = aclient.request(question, tenant=tenant, timeout=60, stream=True)
+            async for event in aclient.stream_request(request):
+                if isinstance(event, ChatDelta):
+                    deltas.append(event)
+                else:
+                    return deltas, event
+        return deltas, None
+
+    with ThreadPoolExecutor(1) as pool:
+        streaming = pool.submit(asyncio.run, ask_streamed())
+        wait_until(lambda: len(held()) == 1)
+        # ... when its LLM node is SIGKILLed and started again ...
+        stack.stop_one("io1", signal.SIGKILL)
+        stack.start_worker("io1", "llm,writeback", "threads", 8)
+        # ... its producer sends it again once the node's mark lapsed (not after the 20 s visibility timeout): a
+        # second call, held at the same place, which goes on ...
+        wait_until(lambda: llm_calls(stack, question) == 2 and len(held()) == 1, timeout=15)
+        stack.release_llm_streams()
+        deltas, reply = streaming.result(timeout=30)
+    # ... and the caller saw each piece of the answer once, in order, and then the whole answer.
+    assert reply is not None and reply.ok and reply.tier == Tier.LLM, reply
+    assert [d.seq for d in deltas] == list(range(len(deltas)))
+    assert "".join(str(d.delta.get("content") or "") for d in deltas) == reply.answer
