@@ -24,7 +24,7 @@ def task_message(
     task: str, queue: str, args: Sequence[Any], task_id: str | None = None, headers: dict[str, str] | None = None
 ) -> bytes:
     """The bytes to LPUSH onto the Redis list named `queue` so that a worker runs `task(*args)`; `headers` are
-    added to Celery's own."""
+    added to Celery's own. Flower and the worker logs show the arguments' size, never a tenant's prompt."""
     tid = task_id or str(uuid.uuid4())
     body = json.dumps([list(args), {}, _EMBED]).encode("utf-8")
     envelope = {
@@ -34,7 +34,7 @@ def task_message(
         "headers": {
             "lang": "py", "task": task, "id": tid, "shadow": None, "eta": None, "expires": None,
             "group": None, "group_index": None, "retries": 0, "timelimit": [None, None],
-            "root_id": tid, "parent_id": None, "argsrepr": f"<{len(args)} args>", "kwargsrepr": "{}",
+            "root_id": tid, "parent_id": None, "argsrepr": f"<{len(body)} bytes>", "kwargsrepr": "{}",
             "origin": _ORIGIN, "ignore_result": True, "replaced_task_nesting": 0,
             "stamped_headers": None, "stamps": {}, **(headers or {}),
         },

@@ -126,13 +126,15 @@ def task_result(stack: LocalStack, task_id: str) -> str:
 
 def worker_tasks(client: Client, nodes: list[str], *lists: str) -> list[dict[str, Any]] | None:
     """The tasks the worker `nodes` list as `lists` ("active", "reserved", "scheduled"); None if one did not answer."""
-    inspect = client.celery.control.inspect(destination=nodes, timeout=5.0, limit=len(nodes))
     found: list[dict[str, Any]] = []
-    for name in lists:
-        replies = getattr(inspect, name)()
-        if replies is None or set(replies) != set(nodes):
-            return None
-        found += [task for tasks in replies.values() for task in tasks]
+    # A connection of its own: a pooled one from before a Redis restart (test_faults) would fail the broadcast.
+    with client.celery.connection_for_write() as connection:
+        inspect = client.celery.control.inspect(destination=nodes, timeout=5.0, limit=len(nodes), connection=connection)
+        for name in lists:
+            replies = getattr(inspect, name)()
+            if replies is None or set(replies) != set(nodes):
+                return None
+            found += [task for tasks in replies.values() for task in tasks]
     return found
 
 

@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+import redis
 
 from producer.base import Overloaded
 from producer.client import Client
@@ -81,13 +82,14 @@ def test_the_queue_refuses_by_bytes_as_well_as_by_depth(stack: LocalStack) -> No
     # A queue of its own, on a database no worker consumes: the byte limit refuses what the depth limit would let in.
     settings = ProducerSettings(redis_url=stack.redis_url.rsplit("/", 1)[0] + "/8", max_queue_depth=1000,
                                 max_queue_bytes=64 * 1024)  # fmt: skip
-    client = Client(settings)
+    client, r = Client(settings), redis.Redis.from_url(settings.redis_url)
     try:
         big = "x" * 6000
         with pytest.raises(Overloaded):
             for _ in range(100):
                 client.submit(f"{big} {uuid.uuid4().hex}?", tenant="bytes", timeout=30)
-        assert 1 < int(client.redis.llen(LOOKUP_QUEUE)) < 100
+        assert 1 < int(r.llen(LOOKUP_QUEUE)) < 100
     finally:
-        client.redis.delete(LOOKUP_QUEUE)
+        r.delete(LOOKUP_QUEUE)
+        r.close()
         client.close()
