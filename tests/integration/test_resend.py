@@ -11,6 +11,7 @@ import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
 
+import pytest
 import redis
 
 from producer.aclient import AsyncClient
@@ -59,44 +60,28 @@ def ask_lost(
     return with_client(body)
 
 
-def test_a_request_redis_lost_with_its_marker_is_sent_again(rdb: redis.Redis, stack: LocalStack, tenant: str) -> None:
-    # Given Redis killed within a second of the enqueue: the message and its marker were never written ...
-    question = f"Is a request lost with a Redis crash answered ({tenant})?"
-    reply = ask_lost(rdb, question, tenant, queued_on=None)
-    # ... its producer sent it again, and it was answered by one LLM call.
-    assert reply.ok and reply.tier == Tier.LLM and question in (reply.answer or "")
-    assert llm_calls(stack, question) == 1
+# Each window, as the fault leaves the request in Redis: (queue its marker names, the mark of a node that holds it).
+WINDOWS = {
+    # Redis killed within a second of the enqueue: the message and its marker were never written.
+    "enqueue, then a Redis crash": (None, None),
+    # A node took the message (BRPOP) and died before it wrote the unacked copy and its mark.
+    "BRPOP, then the node's death": ("lookup", None),
+    # A node marked the request held and was killed: its unacked copy waits for the visibility timeout.
+    "held by a node that died": ("lookup", "lookup dead@nowhere"),
+    # A miss handed to the LLM queue, taken off it by an LLM node that died before its unacked copy.
+    "the LLM queue, then the node's death": (LLM_QUEUE, None),
+}
 
 
-def test_a_request_taken_off_the_queue_by_a_node_that_died_before_its_unacked_copy(
-    rdb: redis.Redis, stack: LocalStack, tenant: str
+@pytest.mark.parametrize("window", WINDOWS)
+def test_a_request_lost_in_a_window_is_sent_again_and_answered_once(
+    rdb: redis.Redis, stack: LocalStack, tenant: str, window: str
 ) -> None:
-    # Given a node that took the message (BRPOP) and died before it wrote the unacked copy and its mark ...
-    question = f"Is a request dropped between BRPOP and its unacked copy answered ({tenant})?"
-    reply = ask_lost(rdb, question, tenant, queued_on="lookup")
-    assert reply.ok and reply.tier == Tier.LLM and question in (reply.answer or "")
-    assert llm_calls(stack, question) == 1
-
-
-def test_a_request_held_by_a_node_that_died_is_sent_again_when_its_mark_lapses(
-    rdb: redis.Redis, stack: LocalStack, tenant: str
-) -> None:
-    # Given a node that marked the request held and was then killed (its unacked copy waits for the visibility
-    # timeout) ...
-    question = f"Is a request held by a dead node answered within seconds ({tenant})?"
-    reply = ask_lost(rdb, question, tenant, queued_on="lookup", taken_by="lookup dead@nowhere")
-    # ... it is sent again once the mark lapsed, and answered.
-    assert reply.ok and reply.tier == Tier.LLM and question in (reply.answer or "")
-    assert llm_calls(stack, question) == 1
-
-
-def test_a_miss_taken_off_the_llm_queue_by_a_node_that_died_is_sent_again(
-    rdb: redis.Redis, stack: LocalStack, tenant: str
-) -> None:
-    # Given a miss handed to the LLM queue, taken off it by an LLM node that died before its unacked copy ...
-    question = f"Is a miss dropped between the LLM queue and its node answered ({tenant})?"
-    reply = ask_lost(rdb, question, tenant, queued_on=LLM_QUEUE)
-    # ... it is sent again from the start, and answered by one LLM call.
+    # Given a request lost in the window ...
+    queued_on, taken_by = WINDOWS[window]
+    question = f"Is a request lost at {window} answered ({tenant})?"
+    reply = ask_lost(rdb, question, tenant, queued_on, taken_by)
+    # ... its producer sent it again (once its mark lapsed, if a node held it), and it was answered by one LLM call.
     assert reply.ok and reply.tier == Tier.LLM and question in (reply.answer or "")
     assert llm_calls(stack, question) == 1
 
