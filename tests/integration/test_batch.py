@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,11 +16,12 @@ import redis
 
 from producer.base import lookup_message
 from producer.client import Client
-from schemas.keys import LOOKUP_QUEUE, entry_prefix
+from schemas.keys import LOOKUP_QUEUE, LOOKUP_TASK, TAKEN_PREFIX, entry_prefix, reply_key
 from schemas.messages import ChatReply, ChatRequest, ErrorCode, Tier
 from tests.conftest import stack_logs, wait_until
 from tests.integration.test_spine import PARAPHRASE, PROFILE, QUESTION, pg_rows, redis_entry_exists
 from worker.local.servers import LocalStack
+from worker.lua import script
 
 PAIRS = Path(__file__).parents[1] / "data" / "medical_pairs.jsonl"
 BATCH_NODE = "batch1"
@@ -146,3 +148,25 @@ def test_batched_and_alone_decide_the_same(
     assert [(r.tier, r.entry_id, r.similarity) for r in batched] == decisions
     # Not a trivial set: it holds hits and misses.
     assert {Tier.REDIS, Tier.LLM} <= {tier for tier, _, _ in decisions}
+
+
+def test_requests_taken_by_a_node_that_died_mid_batch_are_restored_and_answered_once(
+    batching_node: str, client: Client, rdb: redis.Redis, stack: LocalStack, tenant: str
+) -> None:
+    first = stored(client, rdb, QUESTION, tenant)
+    requests = [client.request(QUESTION, tenant=tenant, timeout=30), client.request(PARAPHRASE, tenant=tenant)]
+    # Given two lookups a node took for its batch (their unacked copies and taken marks written, as the script
+    # leaves them) and was then killed before it answered them, long enough ago for kombu's sweep ...
+    staging = f"{LOOKUP_QUEUE}-staging-{tenant}"
+    rdb.lpush(staging, *(lookup_message(r) for r in requests))
+    take = rdb.register_script(script("take_lookups"))
+    taken = take(
+        keys=[staging, "unacked_lookup", "unacked_lookup_index"],
+        args=[8, repr(time.time() - 3600), LOOKUP_TASK, TAKEN_PREFIX, "lookup dead@nowhere", 1],
+    )
+    assert len(taken) == 2 and rdb.llen(staging) == 0
+    # ... the live node's sweep puts them back on the lookup queue, and each is answered once.
+    hit, para = replies(client, requests)
+    assert hit.tier == Tier.EXACT and para.tier == Tier.REDIS and para.entry_id == first.entry_id
+    wait_until(lambda: rdb.zcard("unacked_lookup_index") == 0)
+    assert all(rdb.llen(reply_key(r.request_id)) == 0 for r in requests)
