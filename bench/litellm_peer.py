@@ -72,7 +72,9 @@ def config(llm_model: str, llm_url: str, embed_url: str, redis_url: str) -> dict
     }  # fmt: skip
 
 
-def _wait_for(port: int, proc: subprocess.Popen[bytes], what: str, log: Path, path: str = "", wait_s: float = 180) -> None:
+def _wait_for(
+    port: int, proc: subprocess.Popen[bytes], what: str, log: Path, path: str = "", wait_s: float = 180
+) -> None:
     """Until `port` accepts connections (and, with `path`, a GET of it answers 200)."""
     end = time.monotonic() + wait_s
     while time.monotonic() < end:
