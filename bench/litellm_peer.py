@@ -117,10 +117,12 @@ def start(stack: LocalStack, processes: int, llm_model: str) -> tuple[str, list[
 class LiteLLMProxy:
     """LiteLLM's proxy through its OpenAI chat-completions route, one keep-alive connection per caller.
 
-    Its cache holds what the proxy stored as the stand-in answered each entry's question (its own store loop);
-    a reply whose text is one of those answers is a hit on that entry, reported with the entry's own answer so
-    that hits are judged as every system's are. Lookups say `cache: {"no-store": true}`: a miss is not stored, so
-    every pass meets the same misses (this project's passes remove theirs: peers.Forgetter).
+    Its cache holds what the proxy stored as the stand-in answered each entry's question, asked with
+    `cache: {"no-cache": true}` (its own store path: the LLM is called even when a near neighbour is stored, and
+    the answer stored), so that it holds every entry as the other systems do; a reply whose text is one of those
+    answers is a hit on that entry, reported with the entry's own answer so that hits are judged as every system's
+    are. Lookups say `cache: {"no-store": true}`: a miss is not stored, so every pass meets the same misses (this
+    project's passes remove theirs: peers.Forgetter).
     """
 
     name = NAME
@@ -132,7 +134,7 @@ class LiteLLMProxy:
 
     def store(self, entries: Sequence[Entry]) -> float:
         self.entries = entries
-        ask = self._asker(store=True)
+        ask = self._asker({"no-cache": True})
         start = time.perf_counter()
         for i, e in enumerate(entries):
             answer = ask(e.question)
@@ -140,14 +142,13 @@ class LiteLLMProxy:
                 self.index[answer] = i
         return len(entries) / (time.perf_counter() - start)
 
-    def _asker(self, store: bool) -> Callable[[str], str | None]:
+    def _asker(self, cache: dict[str, bool]) -> Callable[[str], str | None]:
         host, port = self.url.removeprefix("http://").split(":")
         conn = http.client.HTTPConnection(host, int(port), timeout=60)
         headers = {"Authorization": f"Bearer {MASTER_KEY}", "Content-Type": "application/json"}
-        cache = {} if store else {"cache": {"no-store": True}}
 
         def ask(text: str) -> str | None:
-            body = json.dumps({"model": self.model, "messages": [{"role": "user", "content": text}], **cache})
+            body = json.dumps({"model": self.model, "messages": [{"role": "user", "content": text}], "cache": cache})
             conn.request("POST", "/v1/chat/completions", body=body, headers=headers)
             resp = conn.getresponse()
             data = json.loads(resp.read())
@@ -156,7 +157,7 @@ class LiteLLMProxy:
         return ask
 
     def caller(self) -> Callable[[str], Served]:
-        ask = self._asker(store=False)
+        ask = self._asker({"no-store": True})
 
         def lookup(text: str) -> Served:
             answer = ask(text)
