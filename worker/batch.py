@@ -8,11 +8,15 @@ turn of the loop as one pipeline (worker.autopipe): one round trip for the exact
 queries, one for the reply scripts, where alone each request pays its own. Each question is still embedded
 alone, so a vector never depends on the batch, and each request meets its own deadline check.
 
-With none waiting the batch is the task's own request, served at once: no timer, nothing waited for. A message
-this module took is acked (its unacked copy removed) only after its reply was published or its miss handed to
-the LLM queue and its write-back handed on; the task's own message is acked by Celery after the task returns,
-as always. A node killed mid-batch leaves the rest in the unacked hash, restored by kombu's sweep, and their
-taken marks lapse, so their producers send them again; the reply script answers a request id once.
+With none waiting the batch is the task's own request, served at once: no timer, nothing waited for. Under
+load a request's reply goes out with the next pipeline of its batch, after the embeddings of the others taken
+with it (at most N-1, each a few ms): what it would otherwise have waited on the queue for, behind the same
+requests.
+
+A message this module took is acked (its unacked copy removed) only after its reply was published or its miss
+handed to the LLM queue and its write-back handed on; the task's own message is acked by Celery after the task
+returns, as always. A node killed mid-batch leaves the rest in the unacked hash, restored by kombu's sweep, and
+their taken marks lapse, so their producers send them again; the reply script answers a request id once.
 """
 
 from __future__ import annotations
@@ -64,7 +68,7 @@ class Taker:
             keys=[LOOKUP_QUEUE, self.unacked, self.index],
             args=[count, repr(time.time()), LOOKUP_TASK, TAKEN_PREFIX, self.mark, self.mark_ttl],
         )
-        return [_taken(raw) for raw in raws]
+        return [read_message(raw) for raw in raws]
 
     async def ack(self, taken: list[Taken]) -> None:
         if not taken:
@@ -78,7 +82,7 @@ class Taker:
             await pipe.execute()
 
 
-def _taken(raw: bytes) -> Taken:
+def read_message(raw: bytes) -> Taken:
     """The request in a lookup task message (schemas.taskwire writes them: its body is [args, kwargs, embed])."""
     envelope = json.loads(raw)
     args, _, _ = json.loads(base64.b64decode(envelope["body"]))
@@ -112,8 +116,8 @@ def serve(raw: str, rt: Runtime, hand_off: Callable[[WritebackJob], None]) -> No
         if item is not None:
             served.append(item)
     rt.run(taker.ack(served))
-    for item in served:  # Celery logs the task's own request; these are the others.
-        log.info("%s[%s] succeeded in a batch of %d", LOOKUP_TASK, item.request_id, len(results))
+    for item in served:  # Celery logs the task's own request; these are the others, in the shape of its line.
+        log.info("%s[%s] succeeded in a batch of %d: None", LOOKUP_TASK, item.request_id, len(results))
     if failed is not None:
         raise failed
 

@@ -20,6 +20,7 @@ from schemas.keys import LOOKUP_QUEUE, LOOKUP_TASK, TAKEN_PREFIX, entry_prefix, 
 from schemas.messages import ChatReply, ChatRequest, ErrorCode, Tier
 from tests.conftest import stack_logs, wait_until
 from tests.integration.test_spine import PARAPHRASE, PROFILE, QUESTION, pg_rows, redis_entry_exists
+from worker import batch
 from worker.local.servers import LocalStack
 from worker.lua import script
 
@@ -170,3 +171,9 @@ def test_requests_taken_by_a_node_that_died_mid_batch_are_restored_and_answered_
     assert hit.tier == Tier.EXACT and para.tier == Tier.REDIS and para.entry_id == first.entry_id
     wait_until(lambda: rdb.zcard("unacked_lookup_index") == 0)
     assert all(rdb.llen(reply_key(r.request_id)) == 0 for r in requests)
+
+
+def test_a_message_taken_for_a_batch_reads_back_as_the_request_it_carries(client: Client, tenant: str) -> None:
+    request = client.request(QUESTION, tenant=tenant)
+    taken = batch.read_message(lookup_message(request))
+    assert (taken.request_id, ChatRequest.model_validate_json(taken.payload)) == (request.request_id, request)
