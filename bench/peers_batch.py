@@ -10,6 +10,7 @@ The stack's lookup nodes are restarted with batching on, measured, and restarted
 
 from __future__ import annotations
 
+import functools
 import os
 import statistics
 import time
@@ -23,6 +24,7 @@ from bench.peer_systems import Ours
 from bench.peers_cpu import Forget, cpu_per_hit
 from schemas.messages import ChatReply
 from worker.local.servers import LocalStack
+from worker.settings import Settings
 
 NO_STORE = {"no_store": True}
 
@@ -76,17 +78,18 @@ def run(
     stack: LocalStack, ours: Ours, lookup_nodes: Sequence[str], paraphrases: Sequence[str], semantic: Sequence[str],
     asks: int, wave: int, callers: int, sampler: Sampler, rdb: redis.Redis, components: Sequence[str], forget: Forget,
 ) -> dict[str, Any]:  # fmt: skip
+    """Alone, then batched, then the nodes as they were."""
     cycled = [paraphrases[i % len(paraphrases)] for i in range(asks)] if paraphrases else []
-    alone_all = dict(zip(paraphrases, one_caller(ours, paraphrases)[1], strict=True))
-    alone_ms, alone = one_caller(ours, semantic)
-    restart_lookup_nodes(stack, ours, lookup_nodes, sampler, batch=True)
+    started_batched = Settings().lookup_batch  # the nodes as the run started them (DEJAVU_LOOKUP_BATCH)
     try:
-        one_caller(ours, paraphrases)  # warms the restarted nodes up, as the unbatched ones are by now
-        batched_ms, batched = one_caller(ours, semantic)
+        common = {"paraphrases": paraphrases, "semantic": semantic, "callers": callers, "rdb": rdb,
+                  "components": components, "forget": forget}  # fmt: skip
+        phase = functools.partial(_phase, stack, ours, lookup_nodes, sampler, **common)
+        alone_ms, alone, alone_all, cpu_alone = phase(batch=False, restart=started_batched)
+        batched_ms, batched, _, cpu = phase(batch=True, restart=True)
         in_batches = in_waves(ours, cycled, wave)
-        cpu = cpu_per_hit(ours, semantic, callers, sampler, rdb, components, forget) if semantic else None
     finally:
-        restart_lookup_nodes(stack, ours, lookup_nodes, sampler, batch=False)
+        restart_lookup_nodes(stack, ours, lookup_nodes, sampler, batch=started_batched)
     differ = [
         (text, alone_all[text], got) for text, got in zip(cycled, in_batches, strict=True) if got != alone_all[text]
     ]
@@ -98,9 +101,25 @@ def run(
         "asks": len(cycled), "wave": wave,
         "agreement": round(1 - len(differ) / len(cycled), 6) if cycled else None,
         "differences": [{"question": t, "alone": a, "batched": b} for t, a, b in differ[:20]],
+        "cpu_unbatched": cpu_alone,
         "cpu_batched": cpu,
         "batch_max": os.environ.get("DEJAVU_LOOKUP_BATCH_MAX", "8 (default)"),
     }  # fmt: skip
+
+
+def _phase(
+    stack: LocalStack, ours: Ours, lookup_nodes: Sequence[str], sampler: Sampler, batch: bool, restart: bool,
+    paraphrases: Sequence[str], semantic: Sequence[str], callers: int, rdb: redis.Redis, components: Sequence[str],
+    forget: Forget,
+) -> tuple[list[float], list[str], dict[str, str], dict[str, Any] | None]:  # fmt: skip
+    """The lookup nodes with batching on or off (restarted when `restart`): every paraphrase's decision (which also
+    warms a restarted node up), then the semantic-hit latencies at one caller and the CPU per hit."""
+    if restart:
+        restart_lookup_nodes(stack, ours, lookup_nodes, sampler, batch)
+    decisions = dict(zip(paraphrases, one_caller(ours, paraphrases)[1], strict=True))
+    semantic_ms, semantic_decisions = one_caller(ours, semantic)
+    cpu = cpu_per_hit(ours, semantic, callers, sampler, rdb, components, forget) if semantic else None
+    return semantic_ms, semantic_decisions, decisions, cpu
 
 
 def _p50(values: Sequence[float]) -> float | None:

@@ -55,7 +55,7 @@ def headline(results: dict[str, Any]) -> dict[str, Any]:
         out["agreement_with_refusals_10k"] = ours["paraphrase"]["agreement_with_refusals"]["fraction"]
     out |= cpu_headline(systems)
     out |= litellm_headline(systems, out.get("cpu_ms_per_semantic_hit", {}))
-    out |= batching_headline(results.get("batching", {}), systems.get(OURS, {}))
+    out |= batching_headline(results.get("batching", {}))
     out |= results.get("recall", {}).get("headline", {})
     if "batch_independence" in results:
         out["batch_vector_min_cosine"] = results["batch_independence"]["min"]
@@ -118,14 +118,14 @@ def litellm_headline(systems: dict[str, Any], cpu_per_hit: dict[str, float]) -> 
     }  # fmt: skip
 
 
-def batching_headline(batching: dict[str, Any], ours: dict[str, Any]) -> dict[str, Any]:
+def batching_headline(batching: dict[str, Any]) -> dict[str, Any]:
     """Batched lookups against the same lookups alone (bench.peers_batch), same run."""
     if not batching:
         return {}
     p50 = batching["semantic_hit_p50_ms"]
     out = {"semantic_p50_batched_vs_unbatched": _ratio(p50["batched"], p50["unbatched"]),
            "batched_agreement": batching["agreement"]}  # fmt: skip
-    cpu, unbatched = batching.get("cpu_batched"), ours.get("cpu")
+    cpu, unbatched = batching.get("cpu_batched"), batching.get("cpu_unbatched")
     if cpu and unbatched:
         out["cpu_per_semantic_hit_batched_vs_unbatched"] = _ratio(cpu["cpu_ms_per_hit"], unbatched["cpu_ms_per_hit"])
         out["hits_per_s_batched_vs_unbatched"] = _ratio(cpu["hits_per_s"], unbatched["hits_per_s"])
