@@ -98,7 +98,7 @@ async def look_up(raw: str, rt: Runtime) -> pipeline.Outcome:
     return outcome
 
 
-def serve(raw: str, rt: Runtime, hand_off: Callable[[WritebackJob], None]) -> None:
+def serve_in_batch(raw: str, rt: Runtime, hand_off: Callable[[WritebackJob], None]) -> None:
     """Serve the task's own request and any others waiting; raises what the first failed request raised (the task
     is retried; the others that failed stay unacked and come back)."""
     client = rt.redis

@@ -185,13 +185,13 @@ class Settings(CommonSettings):
     # How long a node's mark that it holds a request lasts (renewed while an LLM call runs): a producer sends a
     # request again when it was taken off the queue and no live node holds it (producer.resend, docs/operations.md).
     taken_ttl_s: int = Field(default=5, ge=1)
+    # Task events feed Flower's live task list, but cost half the hit throughput here (docs/performance.md);
+    # `make run` turns them on.
+    task_events: bool = False
     # Under load a lookup process takes up to `lookup_batch_max` waiting lookups at once and runs each stage once
     # for all of them (worker.batch); with one waiting it serves that one at once, as with batching off.
     lookup_batch: bool = False
     lookup_batch_max: int = Field(default=8, ge=1, le=64)
-    # Task events feed Flower's live task list, but cost half the hit throughput here (docs/performance.md);
-    # `make run` turns them on.
-    task_events: bool = False
 
     @model_validator(mode="after")
     def _visibility_outlasts_the_llm_call(self) -> Settings:

@@ -17,8 +17,9 @@ from schemas.keys import (
     WRITEBACK_QUEUE,
     WRITEBACK_TASK,
 )
-from worker import backfill, batch, forget, pipeline, runtime, writeback
+from worker import backfill, forget, pipeline, runtime, writeback
 from worker.app import app
+from worker.batch import look_up, serve_in_batch
 from worker.errors import REDIS_DOWN, TransientError
 from worker.model_prep import prepared_model
 from worker.settings import get_settings
@@ -72,9 +73,9 @@ def _close_runtime(**_: Any) -> None:
 def lookup(payload: str) -> None:
     rt = runtime.current(get_settings())
     if rt.settings.lookup_batch:  # this request and any others waiting, each stage once for all (worker.batch)
-        batch.serve(payload, rt, lambda job: hand_off(writeback_task, job.model_dump_json(), WRITEBACK_QUEUE))
+        serve_in_batch(payload, rt, lambda job: hand_off(writeback_task, job.model_dump_json(), WRITEBACK_QUEUE))
         return
-    outcome = rt.run(batch.look_up(payload, rt))
+    outcome = rt.run(look_up(payload, rt))
     if outcome.writeback is not None:
         hand_off(writeback_task, outcome.writeback.model_dump_json(), WRITEBACK_QUEUE)
 
