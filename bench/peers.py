@@ -20,7 +20,7 @@ import os
 import platform
 import shutil
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ import asyncpg
 import numpy as np
 import redis
 
-from bench import mxbai_shape, recall
+from bench import litellm_peer, mxbai_shape, peers_batch, recall
 from bench.cpu import METHOD, SELF, Sampler, stack_groups
 from bench.peer_systems import Gateway, GPTCache, Ours, RedisVL, Reference, Served, System, concurrent, sequential
 from bench.peers_checks import batch_independence, judge, refused, stored_vector_agreement
@@ -167,7 +167,11 @@ def main() -> None:
     parser.add_argument("--llm-delay-ms", type=float, default=0.0, help="stand-in LLM delay")
     parser.add_argument("--scales", default="10000,80000", help="stored entries for the recall figures")
     parser.add_argument("--mxbai-layers", type=int, default=24, help="layers of the mxbai-shaped graph (24: real)")
-    parser.add_argument("--skip", default="", help="comma list of parts to skip: peers, recall, mxbai")
+    parser.add_argument(
+        "--skip", default="", help="comma list of parts to skip: peers, litellm, batching, recall, mxbai"
+    )
+    parser.add_argument("--batch-asks", type=int, default=2000, help="paraphrase asks compared batched and alone")
+    parser.add_argument("--batch-wave", type=int, default=64, help="asks sent at once for the batched decisions")
     parser.add_argument("--out", type=Path, default=RESULTS / "peers.json")
     parser.add_argument("--cache-dir", type=Path, default=Path(".var/peers-cache"), help="embeddings, graphs")
     args = parser.parse_args()
@@ -212,8 +216,10 @@ def main() -> None:
         if "peers" not in skip:
             results["systems"] = run_systems(
                 args, stack, settings, embedder, single, wl, ref, ref_refused, vecs, entry_vecs, semantic,
-                gateway_url, nodes,
+                gateway_url, nodes, skip,
             )  # fmt: skip
+            if "batching" in results["systems"]:
+                results["batching"] = results["systems"].pop("batching")
             results["cpu_setup"] = results["systems"].pop("cpu_setup")
         if "recall" not in skip:
             scales = [int(s) for s in args.scales.split(",")]
@@ -240,7 +246,7 @@ def main() -> None:
 def run_systems(
     args: argparse.Namespace, stack: LocalStack, settings: Settings, embedder: Embedder, single: Embedder, wl: Workload,
     ref: dict[str, Nearest], ref_refused: dict[str, Nearest], vecs: dict[str, np.ndarray], entry_vecs: np.ndarray,
-    semantic: list[str], gateway_url: str, nodes: int,
+    semantic: list[str], gateway_url: str, nodes: int, skip: set[str],
 ) -> dict[str, Any]:  # fmt: skip
     threshold = embedder.profile.threshold_redis
     out: dict[str, Any] = {}
@@ -256,12 +262,12 @@ def run_systems(
         "redis_per_call": "INFO commandstats: cmdstat_FT.SEARCH usec / calls",
         "redis_search_config": search_config(rdb), "idle_cpu_ms_per_s": idle_cpu(sampler),
     }  # fmt: skip
-    peers: list[System] = [
-        Reference(embedder, entry_vecs, threshold),
-        RedisVL(embedder, stack.redis_url, threshold),
-        GPTCache(embedder, threshold, root / "gptcache", capacity=10 * len(wl.entries)),
-    ]
-    for system in peers:
+    peers: dict[str, Callable[[], System]] = {
+        "reference": lambda: Reference(embedder, entry_vecs, threshold),
+        "redisvl": lambda: RedisVL(embedder, stack.redis_url, threshold),
+        "gptcache": lambda: GPTCache(embedder, threshold, root / "gptcache", capacity=10 * len(wl.entries)),
+    }
+    for system in (make() for name, make in peers.items() if name not in skip):
         print(f"{system.name}: storing {len(wl.entries)} entries ...", flush=True)
         store = system.store(wl.entries)
         print(f"{system.name}: asking ...", flush=True)
@@ -302,6 +308,15 @@ def run_systems(
                 bare = Gateway(bare_url, GATEWAY_KEY, settings.llm_model, ours)
                 out[system.name]["cpu"] = gateway_cpu(system, bare, semantic, args.callers, sampler, rdb,
                                                       [*ours_components, "gateway"], forget)  # fmt: skip
+        if "batching" not in skip:
+            print(f"{ours.name}: lookups batched and alone ...", flush=True)
+            out["batching"] = peers_batch.run(
+                stack, ours, [w for w in workers if w.startswith("lookup")], [q.text for q in wl.of_kind("paraphrase")],
+                semantic, args.batch_asks, args.batch_wave, args.callers, sampler, rdb, ours_components, forget,
+            )  # fmt: skip
+        if "litellm" not in skip:
+            out[litellm_peer.NAME] = litellm(stack, settings, wl, ref, ref_refused, vecs, entry_vecs, semantic, args,
+                                             sampler, rdb)  # fmt: skip
         assert ours.backfill is not None
         out[ours.name]["backfill"] = {"rows": ours.backfill.read, "seconds": round(ours.backfill.seconds, 2),
                                       "embed_share": round(ours.backfill.embed_share, 3)}  # fmt: skip
@@ -311,6 +326,30 @@ def run_systems(
         ours.close()
         rdb.close()
     out["cpu_setup"] = cpu_setup
+    return out
+
+
+def litellm(
+    stack: LocalStack, settings: Settings, wl: Workload, ref: dict[str, Nearest], ref_refused: dict[str, Nearest],
+    vecs: dict[str, np.ndarray], entry_vecs: np.ndarray, semantic: list[str], args: argparse.Namespace,
+    sampler: Sampler, rdb: redis.Redis,
+) -> dict[str, Any]:  # fmt: skip
+    """LiteLLM's proxy (bench.litellm_peer), its processes as many as our lookup processes, measured as ours are;
+    its CPU is every process of its side: the proxy and its workers, its embedding servers, Redis, the stand-in."""
+    url, names = litellm_peer.start(stack, args.concurrency, settings.llm_model)
+    for name in names:
+        sampler.add(name, stack.procs[name].pid)
+    proxy = litellm_peer.LiteLLMProxy(url, settings.llm_model)
+    print(f"{proxy.name}: storing {len(wl.entries)} entries through the proxy ...", flush=True)
+    out: dict[str, Any] = {"store_per_s": round(proxy.store(wl.entries), 1), "processes": names,
+                           "similarity_threshold": litellm_peer.SIMILARITY_THRESHOLD}  # fmt: skip
+    print(f"{proxy.name}: asking ...", flush=True)
+    threshold = settings.profile().threshold_redis
+    out |= measure(proxy, wl, ref, ref_refused, vecs, entry_vecs, threshold, semantic, args.callers, None)
+    if semantic:
+        print(f"{proxy.name}: CPU per semantic hit ...", flush=True)
+        out["cpu"] = cpu_per_hit(proxy, semantic, args.callers, sampler, rdb, [SELF, "redis", "standin-llm", *names],
+                                 None)  # fmt: skip
     return out
 
 

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-OURS, GATEWAY, REDISVL = "dejavu-client", "dejavu-gateway", "redisvl"
-SYSTEMS = ("reference", REDISVL, "gptcache", OURS, GATEWAY)
+OURS, GATEWAY, REDISVL, LITELLM = "dejavu-client", "dejavu-gateway", "redisvl", "litellm-proxy"
+SYSTEMS = ("reference", REDISVL, "gptcache", OURS, GATEWAY, LITELLM)
 # Headline key -> (comparison, target): issue #16's table (it replaced #9's targets).
 TARGETS: dict[str, tuple[str, float]] = {
     "cpu_per_semantic_hit_vs_redisvl": ("<=", 1.0),
@@ -25,6 +25,12 @@ TARGETS: dict[str, tuple[str, float]] = {
     "batch_vector_min_cosine": (">=", 0.9999),
     "mxbai_semantic_hit_vs_embed": ("<=", 1.15),
     "gateway_cpu_ms_per_hit_vs_bare_aiohttp": ("<=", 4.0),
+    # Issue #24: batched lookups, and the gateway against LiteLLM's proxy with its Redis semantic cache.
+    "semantic_p50_batched_vs_unbatched": ("<=", 1.1),
+    "batched_agreement": (">=", 1.0),
+    "gateway_hits_per_s_vs_litellm_proxy": (">=", 2.0),
+    "gateway_semantic_p50_vs_litellm_proxy": ("<=", 0.5),
+    "gateway_cpu_per_hit_vs_litellm_proxy": ("<=", 0.5),
 }
 
 
@@ -48,6 +54,8 @@ def headline(results: dict[str, Any]) -> dict[str, Any]:
         # End to end, against the exhaustive search once the refusal rule has had its say, on the paraphrases.
         out["agreement_with_refusals_10k"] = ours["paraphrase"]["agreement_with_refusals"]["fraction"]
     out |= cpu_headline(systems)
+    out |= litellm_headline(systems, out.get("cpu_ms_per_semantic_hit", {}))
+    out |= batching_headline(results.get("batching", {}))
     out |= results.get("recall", {}).get("headline", {})
     if "batch_independence" in results:
         out["batch_vector_min_cosine"] = results["batch_independence"]["min"]
@@ -82,6 +90,45 @@ def cpu_headline(systems: dict[str, Any]) -> dict[str, Any]:
         out["bare_aiohttp_cpu_ms_per_request"] = gw["bare-aiohttp"]["cpu_ms_per_hit"]
         out["gateway_cpu_ms_per_hit_vs_bare_aiohttp"] = _ratio(gw["gateway_process_cpu_ms_per_hit"],
                                                                gw["bare-aiohttp"]["cpu_ms_per_hit"])  # fmt: skip
+    return out
+
+
+def precision(system: dict[str, Any]) -> float | None:
+    """Served answers that were the right one, over every kind of question (each system at its own setting)."""
+    hits = sum(system[k]["hits"] for k in ("exact", "paraphrase", "miss") if k in system)
+    wrong = sum(system[k]["wrong"] for k in ("exact", "paraphrase", "miss") if k in system)
+    return round((hits - wrong) / hits, 4) if hits else None
+
+
+def litellm_headline(systems: dict[str, Any], cpu_per_hit: dict[str, float]) -> dict[str, Any]:
+    """The gateway against LiteLLM's proxy: 8-caller semantic hits/s, semantic-hit and exact p50, CPU per hit of every
+    process of each side, and each one's precision."""
+    if GATEWAY not in systems or LITELLM not in systems:
+        return {}
+    gw, lt = systems[GATEWAY], systems[LITELLM]
+    return {
+        "gateway_hits_per_s_vs_litellm_proxy": _ratio(gw["semantic"].get("hits_per_s_n"),
+                                                      lt["semantic"].get("hits_per_s_n")),
+        "gateway_semantic_p50_vs_litellm_proxy": _ratio(gw["paraphrase"]["hit_latency_ms"].get("p50"),
+                                                        lt["paraphrase"]["hit_latency_ms"].get("p50")),
+        "gateway_exact_p50_vs_litellm_proxy": _ratio(gw["exact"]["latency_ms"]["p50"],
+                                                     lt["exact"]["latency_ms"]["p50"]),
+        "gateway_cpu_per_hit_vs_litellm_proxy": _ratio(cpu_per_hit.get(GATEWAY), cpu_per_hit.get(LITELLM)),
+        "precision": {GATEWAY: precision(gw), LITELLM: precision(lt)},
+    }  # fmt: skip
+
+
+def batching_headline(batching: dict[str, Any]) -> dict[str, Any]:
+    """Batched lookups against the same lookups alone (bench.peers_batch), same run."""
+    if not batching:
+        return {}
+    p50 = batching["semantic_hit_p50_ms"]
+    out = {"semantic_p50_batched_vs_unbatched": _ratio(p50["batched"], p50["unbatched"]),
+           "batched_agreement": batching["agreement"]}  # fmt: skip
+    cpu, unbatched = batching.get("cpu_batched"), batching.get("cpu_unbatched")
+    if cpu and unbatched:
+        out["cpu_per_semantic_hit_batched_vs_unbatched"] = _ratio(cpu["cpu_ms_per_hit"], unbatched["cpu_ms_per_hit"])
+        out["hits_per_s_batched_vs_unbatched"] = _ratio(cpu["hits_per_s"], unbatched["hits_per_s"])
     return out
 
 

@@ -28,6 +28,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from schemas.keys import PG_DOWN_KEY, PG_DOWN_TTL_S
+from worker.autopipe import AutoPipeline
 from worker.coalesce import Coalescer
 from worker.embed import Embedder
 from worker.errors import REDIS_DOWN
@@ -44,8 +45,9 @@ T = TypeVar("T")
 
 
 def redis_client(url: str) -> aioredis.Redis:
-    """A pooled client that reconnects by itself when Redis restarts."""
-    return aioredis.Redis.from_url(
+    """A pooled client that reconnects by itself when Redis restarts (and pipelines a batch's commands,
+    worker.autopipe)."""
+    return AutoPipeline.from_url(
         url,
         protocol=2,
         health_check_interval=30,

@@ -189,6 +189,10 @@ class Settings(CommonSettings):
     # Task events feed Flower's live task list, but cost half the hit throughput here (docs/performance.md);
     # `make run` turns them on.
     task_events: bool = False
+    # Under load a lookup process takes up to `lookup_batch_max` waiting lookups at once and runs each stage once
+    # for all of them (worker.batch); with one waiting it serves that one at once, as with batching off.
+    lookup_batch: bool = False
+    lookup_batch_max: int = Field(default=8, ge=1, le=64)
 
     @model_validator(mode="after")
     def _visibility_outlasts_the_llm_call(self) -> Settings:

@@ -22,6 +22,7 @@ from schemas.keys import (
 from schemas.messages import LookupRequest
 from worker import backfill, forget, pipeline, runtime, verbs, writeback
 from worker.app import app
+from worker.batch import look_up, serve_in_batch
 from worker.errors import REDIS_DOWN, TransientError
 from worker.model_prep import prepared_model
 from worker.settings import get_settings
@@ -74,10 +75,10 @@ def _close_runtime(**_: Any) -> None:
 @app.task(name=LOOKUP_TASK, **REDIS_RETRY)
 def lookup(payload: str) -> None:
     rt = runtime.current(get_settings())
-    outcome = rt.run(pipeline.handle(payload, rt))
-    if outcome.miss is not None:
-        # A Redis that is down raises here, and the lookup is retried (REDIS_RETRY); it is idempotent.
-        rt.run(rt.llm_queue.put(outcome.miss))
+    if rt.settings.lookup_batch:  # this request and any others waiting, each stage once for all (worker.batch)
+        serve_in_batch(payload, rt, lambda job: hand_off(writeback_task, job.model_dump_json(), WRITEBACK_QUEUE))
+        return
+    outcome = rt.run(look_up(payload, rt))
     if outcome.writeback is not None:
         hand_off(writeback_task, outcome.writeback.model_dump_json(), WRITEBACK_QUEUE)
 
