@@ -219,7 +219,7 @@ def _rss_mb() -> float:
 # --- a tiny run on a stack of its own ---
 
 
-def _pairs(path: Path, limit: int) -> list[Pair]:
+def load_pairs(path: Path, limit: int) -> list[Pair]:
     with path.open(encoding="utf-8") as f:
         rows = [json.loads(line) for line in f]
     return [(r["text_a"], r["text_b"], int(r["label"])) for r in rows[:limit]]
@@ -250,7 +250,7 @@ def main() -> None:
             client = Client(ProducerSettings())
             client.wait_for_workers(2)
             client.close()
-            result = side_by_side(_pairs(args.pairs, args.limit), stack.redis_url, stack.env(), args.callers)
+            result = side_by_side(load_pairs(args.pairs, args.limit), stack.redis_url, stack.env(), args.callers)
         finally:
             stack.stop()
     print(json.dumps(result, indent=2))

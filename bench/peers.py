@@ -29,12 +29,12 @@ import asyncpg
 import numpy as np
 import redis
 
-from bench import litellm_peer, mxbai_shape, peers_batch, recall
+from bench import langchain_peer, litellm_peer, mxbai_shape, peers_batch, recall
 from bench.cpu import METHOD, SELF, Sampler, stack_groups
 from bench.peer_systems import Gateway, GPTCache, Ours, RedisVL, Reference, Served, System, concurrent, sequential
 from bench.peers_checks import batch_independence, judge, refused, stored_vector_agreement
 from bench.peers_cpu import CPU_REPS, cpu_per_hit, gateway_cpu, idle_cpu, search_config, start_bare
-from bench.peers_data import KINDS, Workload, cached_vectors, workload
+from bench.peers_data import DATA, KINDS, Workload, cached_vectors, workload
 from bench.reference import MISS, Nearest, nearest
 from bench.report import chart, headline, print_table, write_json
 from bench.stats import machine, pct
@@ -168,10 +168,11 @@ def main() -> None:
     parser.add_argument("--scales", default="10000,80000", help="stored entries for the recall figures")
     parser.add_argument("--mxbai-layers", type=int, default=24, help="layers of the mxbai-shaped graph (24: real)")
     parser.add_argument(
-        "--skip", default="", help="comma list of parts to skip: peers, litellm, batching, recall, mxbai"
+        "--skip", default="", help="comma list of parts to skip: peers, litellm, batching, langchain, recall, mxbai"
     )
     parser.add_argument("--batch-asks", type=int, default=2000, help="paraphrase asks compared batched and alone")
     parser.add_argument("--batch-wave", type=int, default=64, help="asks sent at once for the batched decisions")
+    parser.add_argument("--langchain-pairs", type=int, default=2000, help="labelled pairs for the LangChain apps")
     parser.add_argument("--out", type=Path, default=RESULTS / "peers.json")
     parser.add_argument("--cache-dir", type=Path, default=Path(".var/peers-cache"), help="embeddings, graphs")
     args = parser.parse_args()
@@ -221,6 +222,10 @@ def main() -> None:
             if "batching" in results["systems"]:
                 results["batching"] = results["systems"].pop("batching")
             results["cpu_setup"] = results["systems"].pop("cpu_setup")
+        if "langchain" not in skip:
+            # The same LangChain application with each cache, on the same labelled Quora pairs (issue #21).
+            pairs = langchain_peer.load_pairs(DATA / "qqp_pairs_dev.jsonl", args.langchain_pairs)
+            results |= langchain_peer.side_by_side(pairs, stack.redis_url, stack.env(), args.callers)
         if "recall" not in skip:
             scales = [int(s) for s in args.scales.split(",")]
             queries = np.concatenate([vecs[k] for k in KINDS])
