@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import math
 import os
 import platform
@@ -237,15 +238,23 @@ def main() -> None:
         stack.stop()
         os.environ.clear()
         os.environ.update(saved_env)
-    results |= {"model": profile.name, "quantize": profile.quantize, "cores": os.cpu_count(),
-                "cpu": platform.processor() or platform.machine(), "machine": machine(),
-                "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}  # fmt: skip
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    previous = json.loads(args.out.read_text()) if skip and args.out.exists() else {}
+    # The parts skipped this run keep their last results; `at_by_part` says when each part was measured.
+    at_by_part = previous.get("at_by_part", {}) | {part: now for part in PARTS if part not in skip}
+    results = previous | results | {"model": profile.name, "quantize": profile.quantize, "cores": os.cpu_count(),
+                                    "cpu": platform.processor() or platform.machine(), "machine": machine(),
+                                    "at": now, "at_by_part": at_by_part}  # fmt: skip
     results |= headline(results)
     print_table(results)
     write_json(results, args.out)
     if "systems" in results:
         chart(results, args.out.with_suffix(".png"))
     print(f"\nwritten to {args.out}")
+
+
+# What --skip can leave out.
+PARTS = ("peers", "redisvl", "gptcache", "litellm", "batching", "langchain", "recall", "mxbai")
 
 
 def run_systems(
