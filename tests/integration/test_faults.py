@@ -49,7 +49,9 @@ def test_postgres_down_answers_still_come_and_writeback_lands_after(
         again = client.ask("Does a cold answer survive a Postgres outage?", tenant=tenant, timeout=20)
         assert again.ok and again.tier == Tier.EXACT
         assert not pg_has(cold.entry_id or "")
-        # The gateway and `dejavu status` say what is degraded, and the gateway still takes requests.
+        # The gateway (its status is at most a second old) and `dejavu status` say what is degraded, and the
+        # gateway still takes requests.
+        wait_until(lambda: json.loads(get(gateway, "/healthz")[1])["status"] == "degraded", timeout=5)
         code, body = get(gateway, "/healthz")
         report = json.loads(body)
         assert code == 200 and report["status"] == "degraded" and "Postgres" in report["reasons"][0]

@@ -76,7 +76,9 @@ def test_flower_and_inspect_show_no_prompt_in_task_arguments(stack: LocalStack, 
         wait_until(lambda: any(question in s["question"] for s in stack.llm_streams()["in_progress"]))
         # The LLM task (handed off by the lookup task) is running, held by the stand-in. What Flower's events and
         # `inspect active --safe` show of its arguments is their argsrepr.
-        active = celery.control.inspect(timeout=2).active(safe=True) or {}
+        # A connection of its own: a pooled one from before a Redis restart (test_faults) would fail the broadcast.
+        with celery.connection_for_write() as connection:
+            active = celery.control.inspect(timeout=2, connection=connection).active(safe=True) or {}
         tasks = [t for node in active.values() for t in node if t["name"] == COMPLETE_TASK]
         assert tasks and all(t["args"].startswith("<") and t["args"].endswith("bytes>") for t in tasks)
         assert question not in json.dumps(active)
