@@ -93,7 +93,7 @@ def test_redis_restarted_everything_reconnects_without_a_restart(
     assert cold.ok and cold.tier == Tier.LLM
     status, _, body = post(gateway, "/v1/ask", {"question": f"Does the gateway reconnect ({tenant})?"}, gateway.key_a)
     assert status == 200 and json.loads(body)["tier"] == "llm"
-    assert json.loads(get(gateway, "/healthz")[1])["status"] == "ok"
+    wait_until(lambda: json.loads(get(gateway, "/healthz")[1])["status"] == "ok", timeout=5)
     assert all(proc.poll() is None for proc in stack.procs.values()), {n: p.poll() for n, p in stack.procs.items()}
 
 
