@@ -47,7 +47,10 @@ async def post_mortem(client: AsyncClient, lost: list[Outcome]) -> list[dict[str
     """Where each lost request was last seen: by its producer's last look (producer.resend), and in Redis now."""
     if not lost:
         return []
-    unacked = b"".join(b for key in UNACKED_KEYS for b in (await client.redis.hvals(key)))  # type: ignore[misc]
+    copies: list[bytes] = []
+    for key in UNACKED_KEYS:
+        copies += await client.redis.hvals(key)  # type: ignore[misc]
+    unacked = b"".join(copies)
     found = []
     for o in lost:
         rid = o.request_id
