@@ -71,12 +71,14 @@ async def post_mortem(client: AsyncClient, lost: list[Outcome]) -> list[dict[str
     return found
 
 
-def killed_node_latencies(run: Run) -> list[float]:
-    """For each request a killed node held when it was killed: from the kill to its answer, in ms (one never
-    answered is counted lost)."""
+def killed_node_latencies(run: Run, kind: str) -> list[float]:
+    """For each request a killed node of `kind` ("lookup", "llm") held when it was killed: from the kill to its
+    answer, in ms (one never answered is counted lost)."""
     by_id = {o.request_id: o for o in run.outcomes}
     out = []
     for fault in run.faults:
+        if f"_{kind}_node" not in fault["fault"]:
+            continue
         for rid in fault.get("held", []):
             answered_at = by_id[rid].answered_at if rid in by_id else None
             if answered_at is not None:
@@ -95,7 +97,7 @@ def tally(run: Run, groups: list[Group], seconds: float) -> dict[str, Any]:
     garbled = [o for o in answered if o.streamed is not None and not (o.reply.answer or "").startswith(o.streamed)]  # type: ignore[union-attr]
     latencies = [o.latency_ms for o in answered if o.latency_ms is not None]
     waits = [o.reply.timings_ms["queue_wait"] for o in answered if o.reply and "queue_wait" in o.reply.timings_ms]
-    killed = killed_node_latencies(run)
+    killed, killed_llm = killed_node_latencies(run, "lookup"), killed_node_latencies(run, "llm")
     return {
         "sent": len(outcomes),
         "answered": len(answered),
@@ -116,6 +118,8 @@ def tally(run: Run, groups: list[Group], seconds: float) -> dict[str, Any]:
         "killed_node_requests": len(killed),
         "killed_node_ms": pct(killed) if killed else {},
         "killed_node_p99_ms": pct(killed)["p99"] if killed else None,
+        "killed_llm_node_requests": len(killed_llm),
+        "killed_llm_node_ms": pct(killed_llm) if killed_llm else {},
         "achieved_rate_per_s": round(len(outcomes) / seconds, 1),
         "send_retries": run.retries["send"],
         "wait_retries": run.retries["wait"],
@@ -141,8 +145,12 @@ def report(r: dict[str, Any]) -> None:
         ("latency p50 / p99 under load", f"{lat.get('p50')} / {lat.get('p99')} ms"),
         ("of which lookup-queue wait p50 / p99", f"{wait.get('p50')} / {wait.get('p99')} ms"),
         (
-            f"killed nodes' {r['killed_node_requests']} requests: kill to answer p50 / p99",
+            f"killed lookup nodes' {r['killed_node_requests']} requests: kill to answer p50 / p99",
             f"{killed.get('p50')} / {killed.get('p99')} ms",
+        ),
+        (
+            f"killed LLM node's {r['killed_llm_node_requests']} requests: kill to answer p50 / p99",
+            f"{r['killed_llm_node_ms'].get('p50')} / {r['killed_llm_node_ms'].get('p99')} ms",
         ),
         ("tiers", json.dumps(r["tiers"])),
         ("send / wait retries (Redis restart)", f"{r['send_retries']} / {r['wait_retries']}"),
