@@ -40,6 +40,7 @@ MISSING = "missing from Redis"
 DROPPED = "taken off the queue, held by no node"
 # The queues a request waits on: lookup, then (a miss) the LLM's.
 QUEUES = (LOOKUP_QUEUE, LLM_QUEUE)
+# How many of the requests given up at their deadline keep where they were last seen (`seen`).
 GAVE_UP_KEPT = 10_000
 # How often the watcher wakes to see whether any request is due for a look (a look costs Redis nothing before).
 TICK_S = 0.25
