@@ -67,7 +67,7 @@ class AsyncClient(RequestBuilder):
         message = lookup_message(request)
         keys, args = enqueue_args(request, message, self.settings)
         check_enqueued(await self._enqueue(keys=keys, args=args), self.settings)
-        self.resender.watch(request.request_id, message, request.deadline)
+        self.resender.watch(request.request_id, message, request.reply_to, request.deadline)
         return request.request_id
 
     async def submit(self, question: str | None = None, **options: Unpack[RequestOptions]) -> str:

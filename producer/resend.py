@@ -10,10 +10,11 @@ that knows the request is still unanswered, so it looks after each one it sent:
   schemas.enqueue; the mark of the node that holds it, worker.broker; the reply's once-only mark);
 - answered, held by a live node (looked at again right after the mark would lapse), or still waiting on a queue
   (its number is above the count taken off it): nothing to do;
-- its marker gone with a Redis restart, or taken off a queue with no node holding it: the same message is sent
-  again, to the end of the lookup queue that the workers take from next. The workers answer a request id once
-  (worker.reply), so a copy that was not lost after all costs a lookup, never a second reply, LLM call or
-  write-back.
+- its marker gone with a Redis restart, or taken off a queue with no node holding it, or answered two looks in a
+  row without the reply reaching its reader (a pop whose answer a dropped connection lost: its once-only mark is
+  cleared first): the same message is sent again, to the end of the lookup queue that the workers take from next.
+  The workers answer a request id once (worker.reply), so a copy that was not lost after all costs a lookup,
+  never a second reply, LLM call or write-back.
 
 Each re-send doubles the wait before the next look, so a pool that is down is not flooded with copies.
 """
@@ -30,14 +31,23 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from schemas.enqueue import marker_ttl_s, parse_queued
-from schemas.keys import LLM_QUEUE, LOOKUP_QUEUE, QUEUED_PREFIX, REPLIED_PREFIX, TAKEN_PREFIX, enqueued_counter
+from schemas.keys import (
+    LLM_QUEUE,
+    LOOKUP_QUEUE,
+    QUEUED_PREFIX,
+    REPLIED_PREFIX,
+    TAKEN_PREFIX,
+    enqueued_counter,
+    reply_key,
+)
 
 log = logging.getLogger(__name__)
 
 # What a look found; the last one is kept per request ("where was it last seen").
-QUEUED, TAKEN = "queued", "taken"
+QUEUED, TAKEN, REPLIED = "queued", "taken", "answered, not yet read"
 MISSING = "missing from Redis"
 DROPPED = "taken off the queue, held by no node"
+REPLY_LOST = "answered, but the reply never reached its reader"
 # The queues a request waits on: lookup, then (a miss) the LLM's.
 QUEUES = (LOOKUP_QUEUE, LLM_QUEUE)
 # How many of the requests given up at their deadline keep where they were last seen (`seen`).
@@ -49,6 +59,7 @@ TICK_S = 0.25
 @dataclass
 class Watched:
     message: bytes
+    reply_to: str
     deadline: float
     look_at: float
     wait_s: float
@@ -66,12 +77,12 @@ class Resender:
         self.resent: Counter[str] = Counter()
         self.gave_up: OrderedDict[str, str] = OrderedDict()
 
-    def watch(self, request_id: str, message: bytes, deadline: float) -> None:
-        """Look after a request just enqueued (its message, as sent)."""
+    def watch(self, request_id: str, message: bytes, reply_to: str, deadline: float) -> None:
+        """Look after a request just enqueued (its message, as sent, and where its reply goes)."""
         if self.after_s <= 0:
             return
         now = time.time()
-        self._watched[request_id] = Watched(message, deadline, now + self.after_s, self.after_s)
+        self._watched[request_id] = Watched(message, reply_to, deadline, now + self.after_s, self.after_s)
         if self._loop is None or self._loop.done():
             self._loop = asyncio.create_task(self._run(), name="dejavu re-sender")
 
@@ -110,6 +121,7 @@ class Resender:
                 pipe.get(TAKEN_PREFIX + rid)
                 pipe.pttl(TAKEN_PREFIX + rid)
                 pipe.exists(REPLIED_PREFIX + rid)
+                pipe.llen(self._watched[rid].reply_to)
             found = await pipe.execute()
         # On each queue, every request numbered up to this has left it (a queue is a FIFO; restored or re-sent
         # messages only lengthen it, which errs towards "still queued").
@@ -120,9 +132,16 @@ class Resender:
             watched = self._watched.get(rid)
             if watched is None:
                 continue
-            queued, taken, taken_ms, replied = found[4 * i : 4 * i + 4]
-            if replied:
-                self.done(rid)
+            queued, taken, taken_ms, replied, waiting = found[5 * i : 5 * i + 5]
+            if replied and waiting and watched.reply_to == reply_key(rid):
+                self.done(rid)  # the reply waits on its own list for whoever reads it
+            elif replied and watched.seen == REPLIED:
+                # Answered a look ago and still not read: taken off its list (a pop whose answer a dropped
+                # connection lost) and never delivered. The once-only mark goes, so the copy is answered again.
+                lost.append((rid, REPLY_LOST))
+            elif replied:
+                watched.seen = REPLIED
+                watched.look_at = now + self.after_s
             elif taken:
                 watched.seen = f"{TAKEN} by {taken.decode(errors='replace')}"
                 # Next, right after the mark would lapse: a node that died is noticed at once.
@@ -143,9 +162,11 @@ class Resender:
 
     async def _resend(self, lost: list[tuple[str, str]], now: float) -> None:
         async with self.redis.pipeline(transaction=False) as pipe:
-            for rid, _ in lost:
+            for rid, why in lost:
                 watched = self._watched[rid]
                 # At the end BRPOP takes from: it waited its turn once already.
+                if why == REPLY_LOST:
+                    pipe.delete(REPLIED_PREFIX + rid)
                 pipe.rpush(LOOKUP_QUEUE, watched.message)
                 pipe.set(QUEUED_PREFIX + rid, f"{LOOKUP_QUEUE}:0", ex=marker_ttl_s(watched.deadline))
             await pipe.execute()

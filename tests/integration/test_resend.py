@@ -16,7 +16,7 @@ import redis
 
 from producer.aclient import AsyncClient
 from producer.base import lookup_message
-from producer.resend import DROPPED, MISSING
+from producer.resend import DROPPED, MISSING, REPLY_LOST
 from producer.settings import ProducerSettings
 from schemas.keys import LLM_QUEUE, QUEUED_PREFIX, REPLIED_PREFIX, TAKEN_PREFIX, enqueued_counter, reply_key
 from schemas.messages import ChatReply, ChatRequest, Tier
@@ -52,7 +52,7 @@ def ask_lost(
     async def body(aclient: AsyncClient) -> ChatReply:
         request = aclient.request(question, tenant=tenant, timeout=20)
         lost_in_window(rdb, request, queued_on, taken_by)
-        aclient.resender.watch(request.request_id, lookup_message(request), request.deadline)
+        aclient.resender.watch(request.request_id, lookup_message(request), request.reply_to, request.deadline)
         reply = await aclient.get_reply(request.request_id, timeout=20)
         assert dict(aclient.resender.resent) == {DROPPED if queued_on else MISSING: 1}, aclient.resender.resent
         return reply
@@ -92,7 +92,7 @@ def test_a_miss_waiting_for_an_llm_node_is_not_sent_again(rdb: redis.Redis, tena
         # Given a miss still waiting on the LLM queue (its place is above the count taken off it) ...
         place = int(rdb.get(enqueued_counter(LLM_QUEUE)) or 0) + 1000
         rdb.set(QUEUED_PREFIX + request.request_id, f"{LLM_QUEUE}:{place}", ex=60)
-        aclient.resender.watch(request.request_id, lookup_message(request), request.deadline)
+        aclient.resender.watch(request.request_id, lookup_message(request), request.reply_to, request.deadline)
         # ... its producer's looks find it there, and send nothing.
         await asyncio.to_thread(
             wait_until, lambda: aclient.resender.seen(request.request_id) == f"queued on {LLM_QUEUE}"
@@ -125,6 +125,27 @@ def test_a_reply_redis_lost_is_published_again(rdb: redis.Redis, stack: LocalSta
 
     # The first look comes after the reply was published and taken away.
     reply = with_client(body, after_s=2.0)
+    assert reply.ok and question in (reply.answer or "")
+    assert llm_calls(stack, question) == 1
+
+
+def test_a_reply_taken_off_its_list_but_never_read_is_published_again(
+    rdb: redis.Redis, stack: LocalStack, tenant: str
+) -> None:
+    question = f"Is a reply popped and lost on the wire published again ({tenant})?"
+
+    async def body(aclient: AsyncClient) -> ChatReply:
+        request = aclient.request(question, tenant=tenant, timeout=20)
+        await aclient.send(request)
+        # Given a reply taken off its list by a pop whose answer never reached the reader (Redis killed after the
+        # pop was written, before the reply went out) ...
+        await asyncio.to_thread(wait_until, lambda: rdb.lpop(reply_key(request.request_id)) is not None)
+        # ... the producer, which sees it answered a look ago and still unread, has it answered again.
+        reply = await aclient.get_reply(request.request_id, timeout=20)
+        assert aclient.resender.resent[REPLY_LOST] == 1, aclient.resender.resent
+        return reply
+
+    reply = with_client(body)
     assert reply.ok and question in (reply.answer or "")
     assert llm_calls(stack, question) == 1
 
