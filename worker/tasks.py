@@ -76,11 +76,11 @@ def _close_runtime(**_: Any) -> None:
 def lookup(payload: str) -> None:
     rt = runtime.current(get_settings())
     if rt.settings.lookup_batch:  # this request and any others waiting, each stage once for all (worker.batch)
-        serve_in_batch(payload, rt, lambda job: hand_off(writeback_task, job.model_dump_json(), WRITEBACK_QUEUE))
+        serve_in_batch(payload, rt, write_back)
         return
     outcome = rt.run(look_up(payload, rt))
     if outcome.writeback is not None:
-        hand_off(writeback_task, outcome.writeback.model_dump_json(), WRITEBACK_QUEUE)
+        write_back(outcome.writeback)
 
 
 @app.task(name=LOOKUP_ONLY_TASK, **REDIS_RETRY)
@@ -89,13 +89,13 @@ def lookup_only(payload: str) -> None:
     rt = runtime.current(get_settings())
     outcome = rt.run(pipeline.handle(payload, rt, LookupRequest))
     if outcome.writeback is not None:
-        hand_off(writeback_task, outcome.writeback.model_dump_json(), WRITEBACK_QUEUE)
+        write_back(outcome.writeback)
 
 
 @app.task(name=STORE_TASK, **REDIS_RETRY)
 def store(payload: str) -> None:
     rt = runtime.current(get_settings())
-    rt.run(verbs.store(payload, rt, lambda job: hand_off(writeback_task, job.model_dump_json(), WRITEBACK_QUEUE)))
+    rt.run(verbs.store(payload, rt, write_back))
 
 
 @app.task(name=COMPLETE_TASK, bind=True, **REDIS_RETRY)
@@ -103,13 +103,15 @@ def complete(self: Any, payload: str) -> None:
     rt = runtime.current(get_settings())
     job = rt.run(pipeline.complete(payload, rt, node=str(self.request.hostname)))
     if job is not None:
-        hand_off(writeback_task, job.model_dump_json(), WRITEBACK_QUEUE)
+        write_back(job)
 
 
-def hand_off(task: Any, payload: str, queue: str) -> None:
+def write_back(job: WritebackJob) -> None:
+    """Hand a new or promoted entry to the write-back queue (the LLM queue's hand-off is worker.handoff)."""
+    payload = job.model_dump_json()
     # argsrepr: Flower and the worker logs show this, not the tenant's prompt and answer in the payload.
-    task.apply_async(args=[payload], queue=queue, retry=True, retry_policy=PUBLISH_RETRY,
-                     argsrepr=f"<{len(payload)} bytes>", kwargsrepr="{}")  # fmt: skip
+    writeback_task.apply_async(args=[payload], queue=WRITEBACK_QUEUE, retry=True, retry_policy=PUBLISH_RETRY,
+                               argsrepr=f"<{len(payload)} bytes>", kwargsrepr="{}")  # fmt: skip
 
 
 @app.task(name=WRITEBACK_TASK, **UNTIL_BACK)

@@ -23,7 +23,7 @@ from worker.errors import REDIS_DOWN, DeadlineExceeded, ReplyableError
 from worker.pipeline import Stopwatch, _context, _entry, _internal
 from worker.runtime import Runtime
 
-# Hands a write-back job to the writeback queue (worker.tasks.hand_off); returns once it is queued.
+# Hands a write-back job to the writeback queue (worker.tasks.write_back); returns once it is queued.
 Enqueue = Callable[[WritebackJob], None]
 
 
