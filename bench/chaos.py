@@ -1,6 +1,6 @@
 """`make chaos`: bounded load-and-fault runs against the system `make run` starts.
 
-Each run starts its own stack under .var/chaos (loopback only, fresh each run, stops by itself), with Redis as
+Each run starts its own stack under .var/chaos/seed-N (loopback only, fresh each run, stops by itself), with Redis as
 the docs recommend running it (append-only file, `appendfsync everysec`), then sends about 10,000 requests at
 ~200 per second from concurrent async producers: cold questions (a share of them streamed), exact repeats and
 paraphrases (Quora duplicate pairs that the embedder puts well above the threshold and every other question
@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.chaos_load import TIMEOUT_S, Group, Load, Run, build_groups, drive
-from bench.chaos_tally import duplicates, killed_node_latencies, post_mortem, report, tally
+from bench.chaos_tally import duplicates, post_mortem, report, tally
 from bench.spine import RESULTS
 from bench.stats import machine, pct
 from producer.aclient import AsyncClient
@@ -154,8 +154,6 @@ async def chaos(stack: LocalStack, args: argparse.Namespace, groups: list[Group]
         result["llm_calls_per_cold_question"] = round(calls / max(1, result["unique_cold_questions"]), 3)
         result.update(await burst(client, stack, tenant, args.burst))
         result.update(await paraphrase_burst(client, stack, tenant, spare, args.burst))
-    result["killed_node_ms_raw"] = [round(x, 1) for x in killed_node_latencies(run, "lookup")]
-    result["killed_llm_node_ms_raw"] = [round(x, 1) for x in killed_node_latencies(run, "llm")]
     return result
 
 
