@@ -21,8 +21,11 @@ def accepted_or_refused(data: Any) -> None:
             request = ChatRequest.model_validate(data, context=context)
         except ValidationError:
             continue
-        # What validates is usable: a non-empty question from a user, a finite deadline.
-        assert request.messages[-1].role == "user" and request.question.strip()
+        # What validates is usable: a non-empty question, the last user message's (after it only assistant turns
+        # and tool results may come, as OpenAI accepts), a finite deadline.
+        last_user = max(i for i, m in enumerate(request.messages) if m.role == "user")
+        assert request.messages[last_user].content == request.question and request.question.strip()
+        assert all(m.role in ("assistant", "tool") for m in request.messages[last_user + 1 :])
         assert request.deadline == request.deadline and abs(request.deadline) != float("inf")
 
 
